@@ -1,0 +1,1 @@
+"""anon: attribute-preserving face anonymisation (FALCO) on Lightning + Hydra."""

@@ -1,0 +1,1 @@
+"""Data: image folders, initial latent codes, and the LightningDataModule that shards them."""

@@ -1,0 +1,71 @@
+"""LightningDataModule: the images still to anonymise, sharded deterministically across ranks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from anon.data.codes import CodeFolder
+from anon.data.dataset import AnonymizationItems, collate_items
+from anon.data.images import list_images
+from anon.errors import MissingDataError
+from anon.manifest import done_ids
+
+
+def shard(ids: list[str], rank: int, world_size: int) -> list[str]:
+    """Rank ``r`` of ``W`` takes items ``r, r + W, ...`` of the sorted pending list: disjoint, complete, stable."""
+    return sorted(ids)[rank::world_size]
+
+
+class FolderDataModule(pl.LightningDataModule):
+    """Images in a folder (recursive; id = relative path without suffix) plus their initial codes.
+
+    Args:
+        images: folder of original images.
+        inversions: folder of ``<id>.pt`` W+ inversions of the originals.
+        neighbours: folder of fake-neighbour W+ codes, ``<id>.pt`` or ``<fake_id>.pt`` with ``pairs``.
+        pairs: optional JSON ``{image_id: fake_id}``.
+        name: dataset name (used in run names and reports).
+        image_size: originals are resized to this square size for the losses (the loss networks resize
+            to 256 / 224 anyway); ``null`` keeps native size (then all images must share it).
+        batch_size: images optimised together (results do not depend on it).
+        limit: only the first ``limit`` ids (sorted), for smoke runs.
+    """
+
+    def __init__(self, images: str, inversions: str, neighbours: str, pairs: str | None = None, name: str = "folder",
+                 image_size: int | None = 256, batch_size: int = 8, num_workers: int = 0, limit: int | None = None):
+        super().__init__()
+        self.images_root, self.inversions_root, self.neighbours_root = Path(images), Path(inversions), Path(neighbours)
+        self.pairs, self.name, self.image_size = pairs, name, image_size
+        self.batch_size, self.num_workers, self.limit = batch_size, num_workers, limit
+        self.run_dir: Path | None = None
+        self.num_ws: int | None = None
+        self.items: AnonymizationItems | None = None
+        self.total = self.skipped = 0
+
+    def attach(self, run_dir: str | Path, num_ws: int | None) -> None:
+        """Tell the data where the run's manifest lives (for resume) and the generator's W+ row count."""
+        self.run_dir, self.num_ws = Path(run_dir), num_ws
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.images_root.is_dir():
+            raise MissingDataError(self.images_root, "image folder", "fix `dataset.images` in your config")
+        images = list_images(self.images_root)
+        ids = sorted(images)[: self.limit] if self.limit else sorted(images)
+        done = done_ids(self.run_dir) if self.run_dir is not None else set()
+        pending = [i for i in ids if i not in done]
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        self.total, self.skipped = len(ids), len(ids) - len(pending)
+        self.items = AnonymizationItems(
+            shard(pending, rank, world), images,
+            CodeFolder(self.inversions_root, what="inversion folder"),
+            CodeFolder(self.neighbours_root, self.pairs, what="neighbour-code folder"),
+            self.image_size, self.num_ws)
+        if self.trainer is not None:
+            # Every rank must read the manifest before any rank appends to it, or the shards disagree.
+            self.trainer.strategy.barrier("anon-manifest-read")
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(self.items, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=collate_items)

@@ -1,0 +1,52 @@
+"""One item per image: the original, its inversion code and its nearest fake neighbour's code."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from anon.data.codes import CodeFolder
+from anon.data.images import load_image
+
+
+class AnonymizationItems(Dataset):
+    """Items ``{"id", "image" (3 x S x S, [-1, 1]), "w_inversion" (L x D), "w_neighbour" (L x D)}``.
+
+    An item that cannot be read (corrupt image, missing code) comes back as ``{"id", "error"}`` so the
+    run records and skips it instead of crashing or silently dropping it.
+    """
+
+    def __init__(self, ids: list[str], images: dict[str, Path], inversions: CodeFolder, neighbours: CodeFolder,
+                 image_size: int | None, num_ws: int | None):
+        self.ids, self.images = ids, images
+        self.inversions, self.neighbours = inversions, neighbours
+        self.image_size, self.num_ws = image_size, num_ws
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        image_id = self.ids[index]
+        path = self.images[image_id]
+        try:
+            image = load_image(path, self.image_size)
+        except Exception as err:  # PIL raises several types for bad files
+            return {"id": image_id, "source": str(path), "error": f"unreadable image: {type(err).__name__}: {err}"}
+        try:
+            w_inv = self.inversions.load(image_id, self.num_ws)
+            w_nb = self.neighbours.load(image_id, self.num_ws)
+        except (OSError, ValueError, RuntimeError) as err:
+            return {"id": image_id, "source": str(path), "error": f"bad latent code: {err}"}
+        return {"id": image_id, "source": str(path), "image": image, "w_inversion": w_inv, "w_neighbour": w_nb}
+
+
+def collate_items(items: list[dict]) -> dict:
+    """Stack the readable items; pass the unreadable ones through as ``failed`` records."""
+    ok = [it for it in items if "error" not in it]
+    batch = {"failed": [{"id": it["id"], "source": it["source"], "error": it["error"]} for it in items if "error" in it],
+             "id": [it["id"] for it in ok], "source": [it["source"] for it in ok]}
+    if ok:
+        for key in ("image", "w_inversion", "w_neighbour"):
+            batch[key] = torch.stack([it[key] for it in ok])
+    return batch

@@ -1,0 +1,55 @@
+"""FALCO's latent code: a W+ code whose rows are partly frozen and partly trainable.
+
+Default (the paper): rows 0-2 (coarse) and 8-17 (fine) are frozen at the real image's inversion,
+rows 3-7 (middle) are trainable and start from the nearest fake neighbour's code.
+"""
+from __future__ import annotations
+
+import torch
+
+from anon.errors import ConfigError
+
+SOURCES = ("inversion", "neighbour")
+
+
+class LatentLayout:
+    """Which W+ rows are optimised, and where frozen and trainable rows start from.
+
+    Args:
+        trainable_layers: ``[start, stop)`` of the trainable W+ rows (0-based). ``stop`` may be
+            ``null`` for "to the last row".
+        trainable_init: code the trainable rows start from: ``neighbour`` (FALCO) or ``inversion``.
+        frozen_source: code the frozen rows are taken from: ``inversion`` (FALCO) or ``neighbour``.
+    """
+
+    def __init__(self, trainable_layers=(3, 8), trainable_init: str = "neighbour", frozen_source: str = "inversion"):
+        start, stop = trainable_layers
+        for name, value in (("trainable_init", trainable_init), ("frozen_source", frozen_source)):
+            if value not in SOURCES:
+                raise ConfigError(f"latent.{name} must be one of {SOURCES}, not {value!r}")
+        self.start, self.stop = int(start), (None if stop is None else int(stop))
+        self.trainable_init, self.frozen_source = trainable_init, frozen_source
+
+    def rows(self, num_ws: int) -> tuple[int, int]:
+        """The trainable ``[start, stop)`` for a generator with ``num_ws`` W+ rows (validated)."""
+        stop = num_ws if self.stop is None else self.stop
+        if not 0 <= self.start < stop <= num_ws:
+            raise ConfigError(
+                f"latent.trainable_layers=[{self.start}, {self.stop}] does not fit a generator with {num_ws} W+ rows "
+                f"(need 0 <= start < stop <= {num_ws})")
+        return self.start, stop
+
+    def split(self, w_inversion: torch.Tensor, w_neighbour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(frozen, trainable_init)``: the full N x L x D frozen code and the N x k x D start rows."""
+        if w_inversion.shape != w_neighbour.shape or w_inversion.ndim != 3:
+            raise ValueError(f"codes must both be N x L x D, got {tuple(w_inversion.shape)} and {tuple(w_neighbour.shape)}")
+        start, stop = self.rows(w_inversion.shape[1])
+        codes = {"inversion": w_inversion, "neighbour": w_neighbour}
+        frozen = codes[self.frozen_source].detach()
+        trainable = codes[self.trainable_init][:, start:stop].detach().clone()
+        return frozen, trainable
+
+    def compose(self, frozen: torch.Tensor, trainable: torch.Tensor) -> torch.Tensor:
+        """Insert the trainable rows into the frozen code: N x L x D, differentiable w.r.t. ``trainable``."""
+        start, stop = self.rows(frozen.shape[1])
+        return torch.cat([frozen[:, :start], trainable, frozen[:, stop:]], dim=1)

@@ -1,0 +1,73 @@
+"""FALCO's objective, per sample: ``lambda_id * |cos(phi(G(w)), phi(x)) - m| + lambda_attr * L_att``.
+
+Every term is returned per sample (shape ``N``). The fit loop back-propagates their *sum*, so the
+gradient of each image's code depends on that image alone and a batch of B images ends where each
+would end alone (the official code optimises one image at a time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def identity_similarity(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity per row (N x D, N x D -> N)."""
+    return F.cosine_similarity(emb_a, emb_b, dim=1)
+
+
+def identity_margin_loss(emb_gen: torch.Tensor, emb_ref: torch.Tensor, margin: float) -> torch.Tensor:
+    """``|cos - m|`` per sample. With m = 0 it pushes identities to orthogonal, not opposite."""
+    return (identity_similarity(emb_gen, emb_ref) - margin).abs()
+
+
+def token_l1_loss(tokens_gen: torch.Tensor, tokens_ref: torch.Tensor) -> torch.Tensor:
+    """Sum over tokens of the mean absolute difference over channels (N x T x C -> N)."""
+    return (tokens_gen - tokens_ref).abs().mean(dim=2).sum(dim=1)
+
+
+@dataclass
+class Reference:
+    """What the losses need from the original images; computed once per batch, never differentiated."""
+
+    embedding: torch.Tensor  # N x D, identity space
+    tokens: torch.Tensor  # N x T x C, attribute space
+
+
+class FalcoLoss(nn.Module):
+    """Weights and margin of the FALCO objective.
+
+    Args:
+        margin: identity margin m (the paper's main experiments use 0.0).
+        lambda_id, lambda_attr: loss weights (official defaults 10.0 and 0.1).
+        official_value_ranges: reproduce the official code's range mismatch (FALCO.md section 9):
+            originals are fed to the loss networks in [0, 1] while generated images stay in [-1, 1].
+            Off by default: both are fed in [-1, 1].
+    """
+
+    def __init__(self, margin: float = 0.0, lambda_id: float = 10.0, lambda_attr: float = 0.1,
+                 official_value_ranges: bool = False):
+        super().__init__()
+        self.margin, self.lambda_id, self.lambda_attr = float(margin), float(lambda_id), float(lambda_attr)
+        self.official_value_ranges = bool(official_value_ranges)
+
+    def reference_input(self, originals: torch.Tensor) -> torch.Tensor:
+        """Originals (in [-1, 1]) as the loss networks see them."""
+        return (originals + 1) / 2 if self.official_value_ranges else originals
+
+    @torch.no_grad()
+    def reference(self, identity: nn.Module, attribute: nn.Module, originals: torch.Tensor) -> Reference:
+        x = self.reference_input(originals)
+        return Reference(embedding=identity(x), tokens=attribute(x))
+
+    def forward(self, identity: nn.Module, attribute: nn.Module, generated: torch.Tensor,
+                ref: Reference) -> dict[str, torch.Tensor]:
+        """Per-sample terms (each N): ``total``, ``identity``, ``attribute`` and ``similarity`` (cosine)."""
+        emb = identity(generated)
+        similarity = identity_similarity(emb, ref.embedding)
+        id_term = (similarity - self.margin).abs()
+        attr_term = token_l1_loss(attribute(generated), ref.tokens) if self.lambda_attr else torch.zeros_like(id_term)
+        total = self.lambda_id * id_term + self.lambda_attr * attr_term
+        return {"total": total, "identity": id_term, "attribute": attr_term, "similarity": similarity.detach()}

@@ -1,0 +1,167 @@
+"""The LightningModule: each batch of images is anonymised by optimising its latent codes for N steps.
+
+Lightning runs this as ``trainer.predict`` with ``inference_mode=False``: predict shards images across
+ranks without duplicates, never wraps the module in DDP (no gradient all-reduce between ranks, which
+would mix images), and lets every rank write its own outputs. The optimisation loop itself -- the
+"fit" of FALCO -- runs inside :meth:`FalcoModule.optimise`, which needs no Trainer (benchmarks call it).
+"""
+from __future__ import annotations
+
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from anon.data.images import to_uint8
+from anon.latent import LatentLayout
+from anon.losses import FalcoLoss
+from anon.manifest import ManifestWriter
+from anon.outputs import code_path, image_path, save_code, save_png
+from anon.schedule import fractional_multistep
+from anon.summary import write_run_summary
+from anon.visuals import comparison_grid
+
+
+class FalcoModule(pl.LightningModule):
+    """Frozen generator and loss networks; per-batch trainable latent rows.
+
+    Args:
+        generator: W+ -> image network (``num_ws``, ``w_dim``; images in [-1, 1]).
+        identity: identity encoder (images -> L2-normalised embeddings).
+        attribute: attribute encoder (images -> N x T x C tokens).
+        loss: weights and margin (:class:`anon.losses.FalcoLoss`).
+        latent: which W+ rows are trainable (:class:`anon.latent.LatentLayout`).
+        optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``; default Adam lr 0.01).
+        scheduler: ``(optimizer, steps) -> LR scheduler`` (default x0.8 at 75 % and 90 %).
+        steps: optimisation steps per image (paper: 50).
+        log_every: log batch-mean losses every this many steps (0: never).
+        log_images: also save/log original | initial | anonymised grids. Off by default: originals are
+            private data and must not leak into logs unless asked for.
+    """
+
+    def __init__(self, generator: nn.Module, identity: nn.Module, attribute: nn.Module, loss: FalcoLoss,
+                 latent: LatentLayout, optimizer: Callable | None = None, scheduler: Callable | None = None,
+                 steps: int = 50, log_every: int = 1, log_images: bool = False):
+        super().__init__()
+        self.generator, self.identity, self.attribute = generator, identity, attribute
+        for net in (generator, identity, attribute):
+            net.requires_grad_(False).eval()
+        self.loss, self.latent = loss, latent
+        self.make_optimizer = optimizer or partial(torch.optim.Adam, lr=0.01)
+        self.make_scheduler = scheduler or fractional_multistep
+        self.steps, self.log_every, self.log_images = int(steps), int(log_every), bool(log_images)
+        self.run_dir: Path | None = None
+        self._manifest: ManifestWriter | None = None
+        self._logged_steps = 0
+        self.latent.rows(generator.num_ws)  # fail early on a layer range that does not fit
+
+    def train(self, mode: bool = True):
+        """The networks stay in eval mode whatever Lightning asks (no dropout, no w_avg updates)."""
+        super().train(mode)
+        for net in (self.generator, self.identity, self.attribute):
+            net.eval()
+        return self
+
+    # ------------------------------------------------------------------ the optimisation loop
+    def optimise(self, images: torch.Tensor, w_inversion: torch.Tensor, w_neighbour: torch.Tensor,
+                 on_step: Callable[[int, dict], None] | None = None, keep_initial_images: bool = False) -> dict:
+        """Anonymise a batch. images: N x 3 x H x W in [-1, 1]; codes: N x L x D.
+
+        Returns ``ws`` (N x L x D final codes), ``images`` (N x 3 x R x R), and the per-sample loss terms
+        ``initial`` (at the starting code) and ``final`` (at the returned code).
+        """
+        frozen, start = self.latent.split(w_inversion, w_neighbour)
+        trainable = start.clone().requires_grad_(True)
+        optimizer = self.make_optimizer([trainable])
+        scheduler = self.make_scheduler(optimizer, steps=self.steps)
+        ref = self.loss.reference(self.identity, self.attribute, images)
+        initial = initial_images = None
+        for step in range(self.steps):
+            generated = self.generator(self.latent.compose(frozen, trainable))
+            terms = self.loss(self.identity, self.attribute, generated, ref)
+            if step == 0:
+                initial = {k: v.detach() for k, v in terms.items()}
+                initial_images = generated.detach() if keep_initial_images else None
+            optimizer.zero_grad(set_to_none=True)
+            terms["total"].sum().backward()  # sum, not mean: each code's gradient is its own image's
+            optimizer.step()
+            scheduler.step()
+            if on_step is not None:
+                on_step(step, terms)
+        with torch.no_grad():
+            ws = self.latent.compose(frozen, trainable)
+            final_images = self.generator(ws)
+            final = {k: v.detach() for k, v in self.loss(self.identity, self.attribute, final_images, ref).items()}
+            if initial is None:  # steps == 0
+                initial, initial_images = final, final_images
+        return {"ws": ws.detach(), "images": final_images, "initial": initial, "final": final,
+                "initial_images": initial_images}
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_predict_start(self) -> None:
+        if self.run_dir is None:
+            raise RuntimeError("FalcoModule.run_dir must be set before trainer.predict")
+        self._manifest = ManifestWriter(self.run_dir, self.global_rank)
+        self._started = time.time()
+
+    def predict_step(self, batch: dict, batch_idx: int) -> None:
+        started = time.perf_counter()
+        records = [{**f, "status": "failed", "rank": self.global_rank} for f in batch["failed"]]
+        for failure in batch["failed"]:
+            print(f"[anon] skipped {failure['source']}: {failure['error']}", flush=True)
+        if batch["id"]:
+            with torch.enable_grad():
+                result = self.optimise(batch["image"], batch["w_inversion"], batch["w_neighbour"],
+                                       on_step=self._log_step, keep_initial_images=self.log_images)
+            records += self._write_outputs(batch, result, time.perf_counter() - started)
+            if self.log_images and batch_idx == 0:
+                self._log_grid(batch["image"], result["initial_images"], result["images"], batch_idx)
+        self._manifest.append(records)
+
+    def on_predict_end(self) -> None:
+        self.trainer.strategy.barrier("anon-predict-end")
+        if self.global_rank == 0:
+            summary = write_run_summary(self.run_dir)
+            if self.logger is not None:
+                self.logger.log_metrics({f"run/{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
+                                        step=self._logged_steps)
+                self.logger.save()
+
+    # ------------------------------------------------------------------ outputs and logging
+    def _write_outputs(self, batch: dict, result: dict, wall: float) -> list[dict]:
+        pixels = to_uint8(result["images"])
+        n = len(batch["id"])
+        records = []
+        for i, image_id in enumerate(batch["id"]):
+            save_png(pixels[i], image_path(self.run_dir, image_id))
+            save_code(result["ws"][i], code_path(self.run_dir, image_id))
+            init, final = result["initial"], result["final"]
+            records.append({
+                "id": image_id, "source": batch["source"][i], "status": "done", "rank": self.global_rank,
+                "image": image_path(self.run_dir, image_id).relative_to(self.run_dir).as_posix(),
+                "code": code_path(self.run_dir, image_id).relative_to(self.run_dir).as_posix(),
+                "steps": self.steps, "batch_size": n, "wall_time_s": wall / n,
+                "identity_similarity_before": float(init["similarity"][i]),
+                "identity_similarity_after": float(final["similarity"][i]),
+                "loss": {k: float(final[k][i]) for k in ("total", "identity", "attribute")},
+                "loss_initial": {k: float(init[k][i]) for k in ("total", "identity", "attribute")},
+            })
+        return records
+
+    def _log_step(self, step: int, terms: dict) -> None:
+        self._logged_steps += 1
+        if self.logger is None or not self.log_every or step % self.log_every:
+            return
+        self.logger.log_metrics({f"step/{k}": float(v.detach().mean()) for k, v in terms.items()},
+                                step=self._logged_steps)
+
+    def _log_grid(self, originals, initial, anonymised, batch_idx: int) -> None:
+        grid = comparison_grid(originals, initial, anonymised)
+        save_png(grid, self.run_dir / "grids" / f"rank{self.global_rank}_batch{batch_idx}.png")
+        log_image = getattr(self.logger, "log_image", None)
+        if log_image is not None:
+            log_image(key="original|initial|anonymised", images=[grid])

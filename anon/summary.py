@@ -1,0 +1,38 @@
+"""Run-level summary from the manifest: counts, mean identity similarity before/after, time per image."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from anon.manifest import merge, read_records
+
+
+def summarise(records: list[dict]) -> dict:
+    latest = {r["id"]: r for r in records}
+    done = [r for r in latest.values() if r["status"] == "done"]
+    failed = sorted(r["id"] for r in latest.values() if r["status"] != "done")
+
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values) if values else float("nan")
+
+    return {
+        "images_done": len(done),
+        "images_failed": len(failed),
+        "failed_ids": failed,
+        "identity_similarity_before": mean(r["identity_similarity_before"] for r in done),
+        "identity_similarity_after": mean(r["identity_similarity_after"] for r in done),
+        "loss_total": mean(r["loss"]["total"] for r in done),
+        "loss_identity": mean(r["loss"]["identity"] for r in done),
+        "loss_attribute": mean(r["loss"]["attribute"] for r in done),
+        "seconds_per_image": mean(r["wall_time_s"] for r in done),
+    }
+
+
+def write_run_summary(run_dir: str | Path) -> dict:
+    """Merge the rank manifests into ``manifest.jsonl`` and write ``summary.json``."""
+    run_dir = Path(run_dir)
+    merge(run_dir)
+    summary = summarise(read_records(run_dir))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary

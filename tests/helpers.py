@@ -1,0 +1,32 @@
+"""Running the real command line in a subprocess, as a user would."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def anon_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "anon.cli", *args]
+
+
+def env() -> dict:
+    e = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def run_anon(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(anon_command(*args), cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def shard_lines(run_dir: Path) -> list[dict]:
+    """Every manifest line every rank ever wrote (a duplicate here means an image was done twice)."""
+    lines = []
+    for path in sorted(run_dir.glob("manifest.rank*.jsonl")):
+        lines += [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return lines
