@@ -1,0 +1,139 @@
+"""ArcFace IR-SE-50 identity encoder (the identity model of FALCO's ID loss and of pSp/e4e).
+
+Preprocessing follows FALCO ``lib/id_loss.py`` (pSp's ID loss plus a resize):
+
+1. resize the shorter side to ``resize`` (256; bilinear, antialiased), centre-crop ``resize``;
+2. crop rows 35:223, cols 32:220 (the face region of an FFHQ-aligned 256x256 image);
+3. adaptive average pooling to ``input_size`` x ``input_size`` (112);
+4. IR-SE-50 -> 512-d embedding, L2-normalised.
+
+No mean/std normalisation is applied: inputs are expected in [-1, 1] (the generator's range).
+"""
+from __future__ import annotations
+
+import contextlib
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anon.errors import AnonError, MissingCheckpointError
+from anon.nets.irse import Backbone
+
+#: Name of the official weights for ``anon download``.
+WEIGHTS_NAME = "arcface_ir_se50"
+#: pSp's face crop (top, bottom, left, right) on a 256x256 image.
+PSP_CROP_256 = (35, 223, 32, 220)
+
+
+def _read_state_dict(path: str | Path, name: str | None) -> dict[str, torch.Tensor]:
+    """``torch.load`` a plain state dict (``weights_only=True``) or raise a one-line error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise MissingCheckpointError(path, name)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise AnonError(f"{path} holds more than tensors and cannot be read with weights_only=True: {err}") from None
+    if not isinstance(state, dict):
+        raise AnonError(f"{path} is not a state dict (found {type(state).__name__})")
+    return state
+
+
+def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """torchvision ``Resize(size, antialias=True)`` + ``CenterCrop(size)`` on a tensor.
+
+    B x C x H x W -> B x C x size x size: the shorter side becomes ``size`` (the longer one
+    ``int(size * long / short)``), bilinear with antialiasing, then the centre square is cut.
+    """
+    h, w = x.shape[-2:]
+    short, long = min(h, w), max(h, w)
+    if short != size:
+        new_long = int(size * long / short)
+        new_hw = (size, new_long) if h <= w else (new_long, size)
+        x = F.interpolate(x, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
+    h, w = x.shape[-2:]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return x[:, :, top : top + size, left : left + size]
+
+
+class ArcFaceIdentity(nn.Module):
+    """Identity encoder: B x 3 x H x W images in [-1, 1] (any H, W) -> B x ``embedding_dim`` unit vectors.
+
+    With ``frozen`` (default) it is a fixed feature extractor: parameters need no gradient and
+    the module stays in eval mode under ``.train()``, so BatchNorm uses its running statistics
+    inside a fit loop. Gradients still flow to the input images.
+
+    Args:
+        checkpoint: path of ``model_ir_se50.pth`` (a plain state dict), or ``None`` for random weights.
+        input_size: backbone input side (112 for the official model).
+        num_layers / mode / stage_units / stage_widths / embedding_dim: backbone architecture
+            (see :class:`anon.nets.irse.Backbone`); defaults are IR-SE-50.
+        resize: side of the resize + centre crop before the face crop (256 officially).
+        crop_box: ``[top, bottom, left, right]`` of the face crop on the ``resize`` image;
+            ``None`` = pSp's (35, 223, 32, 220) scaled by ``resize / 256``.
+        drop_ratio: dropout of the output layer (inactive in eval mode).
+        frozen: no parameter gradients, always eval mode.
+        download_name: the ``anon download`` name given in the missing-file error.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        input_size: int = 112,
+        num_layers: int = 50,
+        mode: str = "ir_se",
+        stage_units: Sequence[int] | None = None,
+        stage_widths: Sequence[int] | None = None,
+        embedding_dim: int = 512,
+        resize: int = 256,
+        crop_box: Sequence[int] | None = None,
+        drop_ratio: float = 0.6,
+        frozen: bool = True,
+        download_name: str | None = WEIGHTS_NAME,
+    ):
+        super().__init__()
+        self.resize = int(resize)
+        if crop_box is None:
+            crop_box = [int(round(v * self.resize / 256)) for v in PSP_CROP_256]
+        self.crop_box = tuple(int(v) for v in crop_box)
+        top, bottom, left, right = self.crop_box
+        if not (0 <= top < bottom <= self.resize and 0 <= left < right <= self.resize):
+            raise ValueError(f"crop_box {self.crop_box} must lie inside a {self.resize}x{self.resize} image")
+        state = None if checkpoint is None else _read_state_dict(checkpoint, download_name)
+        # with a checkpoint, build on the meta device: the loaded tensors become the parameters
+        with torch.device("meta") if state is not None else contextlib.nullcontext():
+            self.backbone = Backbone(input_size=input_size, num_layers=num_layers, mode=mode, drop_ratio=drop_ratio,
+                                     stage_units=stage_units, stage_widths=stage_widths, embedding_dim=embedding_dim)
+        if state is not None:
+            self.backbone.load_state_dict(state, strict=True, assign=True)
+            self.backbone.float()
+        self.input_size = self.backbone.input_size
+        self.embedding_dim = self.backbone.embedding_dim
+        self.frozen = bool(frozen)
+        if self.frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **kwargs) -> "ArcFaceIdentity":
+        """Build the official IR-SE-50 (or the architecture in ``kwargs``) and load ``path`` strictly."""
+        return cls(checkpoint=str(path), **kwargs)
+
+    def train(self, mode: bool = True) -> "ArcFaceIdentity":
+        """A frozen model stays in eval mode (BatchNorm running statistics, no dropout)."""
+        return super().train(mode and not self.frozen)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W in [-1, 1] -> B x 3 x input_size x input_size face crop (same range)."""
+        x = resize_center_crop(images, self.resize)
+        top, bottom, left, right = self.crop_box
+        x = x[:, :, top:bottom, left:right]
+        return F.adaptive_avg_pool2d(x, (self.input_size, self.input_size))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W in [-1, 1] -> B x embedding_dim, L2-normalised."""
+        return self.backbone(self.preprocess(images))
