@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -16,6 +17,21 @@ from omegaconf import DictConfig, OmegaConf
 from anon.errors import AnonError
 from anon.module import FalcoModule
 from anon.run_id import register_resolvers
+
+@contextmanager
+def one_line_errors():
+    """Print an :class:`AnonError` (also one wrapped by Hydra's instantiate) as one line and exit 2."""
+    try:
+        yield
+    except Exception as err:
+        cause = err
+        while cause is not None and not isinstance(cause, AnonError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 register_resolvers()
@@ -64,11 +80,8 @@ def anonymize(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="anonymize")
 def hydra_entry(cfg: DictConfig) -> None:
-    try:
+    with one_line_errors():
         anonymize(cfg)
-    except AnonError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

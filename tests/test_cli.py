@@ -27,3 +27,12 @@ def test_multirun_sweep_gives_one_folder_per_point(tiny_world, tmp_path):
     assert points == {(0.0, 1.0), (0.0, 10.0), (0.5, 1.0), (0.5, 10.0)}
     for config in runs:
         assert (config.parent / "manifest.jsonl").read_text().count("\n") == 1
+
+
+def test_missing_checkpoint_is_a_one_line_error_naming_the_download(tiny_world, tmp_path):
+    overrides = [o for o in tiny_overrides(tiny_world, tmp_path) if not o.startswith("run_dir=")]
+    out = run_anon("anonymize", *overrides, "identity=arcface_ir_se50", f"weights_dir={tmp_path / 'weights'}",
+                   f"output_root={tmp_path}")
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "model_ir_se50.pth" in errors[0] and "anon download arcface_ir_se50" in errors[0]
