@@ -98,8 +98,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     x: N x I x H x W, weight: O x I x k x k, styles: N x I. With ``up`` the output is 2H x 2W: a
     stride-2 transposed convolution with the stored kernel as is (so, unlike the plain branch, the
-    kernel acts spatially flipped, as in NVIDIA's ``conv2d_resample(up=2)`` and TF ``Conv0_up``),
-    followed by the FIR low-pass ``kernel`` with gain 4.
+    kernel acts spatially flipped), followed by the FIR low-pass ``kernel`` with gain 4 -- NVIDIA's
+    ``conv2d_resample(up=2)`` for NVIDIA-stored kernels (GenForce stores this kernel flipped; see
+    :mod:`anon.nets.stylegan2_loaders`).
     """
     n, i, h, w_ = x.shape
     o, _, kh, kw = weight.shape
