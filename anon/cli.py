@@ -1,6 +1,7 @@
 """``anon`` command line: sub-commands dispatch to their modules.
 
     anon anonymize [hydra overrides]     anonymise a dataset (default when only overrides are given)
+    anon pipeline [hydra overrides]      fakes -> invert -> pair -> anonymize, each stage cached
     anon download NAME|all [--dir DIR]   fetch and verify official checkpoints
 """
 from __future__ import annotations
@@ -20,6 +21,12 @@ def main(argv: list[str] | None = None) -> int:
         from anon.weights import download_main
 
         return download_main(argv[1:])
+    if command == "pipeline":
+        sys.argv = [sys.argv[0], *argv[1:]]
+        from anon.stages.pipeline import pipeline_entry
+
+        pipeline_entry()
+        return 0
     if command == "anonymize" or "=" in command or command.startswith(("-", "+")):
         # Hydra reads sys.argv; Lightning's DDP relaunch re-runs this command with overrides only.
         rest = argv[1:] if command == "anonymize" else argv

@@ -48,11 +48,22 @@ class FolderDataModule(pl.LightningDataModule):
         """Tell the data where the run's manifest lives (for resume) and the generator's W+ row count."""
         self.run_dir, self.num_ws = Path(run_dir), num_ws
 
-    def setup(self, stage: str | None = None) -> None:
+    def select(self, ids: list[str]) -> list[str]:
+        """Subclasses narrow the folder to a split (CelebA-HQ test set, LFW pairs...)."""
+        return ids
+
+    def image_paths(self) -> dict[str, Path]:
+        """The images this dataset covers, ``{id: path}``, sorted by id (split and ``limit`` applied)."""
         if not self.images_root.is_dir():
             raise MissingDataError(self.images_root, "image folder", "fix `dataset.images` in your config")
         images = list_images(self.images_root)
-        ids = sorted(images)[: self.limit] if self.limit else sorted(images)
+        ids = self.select(sorted(images))
+        ids = ids[: self.limit] if self.limit else ids
+        return {i: images[i] for i in ids}
+
+    def setup(self, stage: str | None = None) -> None:
+        images = self.image_paths()
+        ids = list(images)
         done = done_ids(self.run_dir) if self.run_dir is not None else set()
         pending = [i for i in ids if i not in done]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)

@@ -1,0 +1,62 @@
+"""Inversion by optimisation, for generators that have no encoder (e.g. the offline DCGAN).
+
+Each image's latent starts at the generator's mean code and is optimised with Adam on a pixel L2
+loss (plus an optional identity term); like the anonymisation loop, per-image losses are summed so
+a batch inverts each image as it would alone.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class OptimisationInverter(nn.Module):
+    """images (N x 3 x H x W, [-1, 1]) -> codes (N x num_ws x w_dim) that the generator maps close to them.
+
+    Args:
+        generator: the generator to invert into.
+        steps, lr: Adam steps and learning rate.
+        starts: number of random restarts per image (the best final loss is kept); the first start
+            is the mean code (w_avg broadcast to every row).
+        seed: seed of the restart codes.
+    """
+
+    def __init__(self, generator: nn.Module, steps: int = 200, lr: float = 0.05, starts: int = 1, seed: int = 0):
+        super().__init__()
+        self.generator = generator
+        self.steps, self.lr, self.starts, self.seed = int(steps), float(lr), int(starts), int(seed)
+
+    def _starts(self, n: int, device) -> list[torch.Tensor]:
+        g = self.generator
+        mean = g.w_avg.to(device)[None, None].expand(n, g.num_ws, -1).clone()
+        codes = [mean]
+        gen = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.starts - 1):
+            z = torch.randn(n, g.z_dim, generator=gen).to(device)
+            with torch.no_grad():
+                codes.append(g.mapping(z))
+        return codes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        g = self.generator
+        target = F.interpolate(images, size=(g.resolution, g.resolution), mode="bilinear", antialias=True,
+                               align_corners=False) if images.shape[-1] != g.resolution else images
+        best, best_loss = None, None
+        for start in self._starts(images.shape[0], images.device):
+            code = start.clone().requires_grad_(True)
+            opt = torch.optim.Adam([code], lr=self.lr)
+            with torch.enable_grad():
+                for _ in range(self.steps):
+                    loss = (g(code) - target).square().flatten(1).mean(1)
+                    opt.zero_grad(set_to_none=True)
+                    loss.sum().backward()
+                    opt.step()
+            with torch.no_grad():
+                loss = (g(code) - target).square().flatten(1).mean(1)
+            if best is None:
+                best, best_loss = code.detach().clone(), loss
+            else:
+                better = loss < best_loss
+                best[better], best_loss = code.detach()[better], torch.minimum(loss, best_loss)
+        return best

@@ -1,0 +1,72 @@
+"""``anon pipeline``: fakes -> invert -> pair -> anonymize (-> evaluate), each stage cached.
+
+Stage folders are named by hashes of the config values that produce them (see ``conf/pipeline.yaml``),
+so a new loss weight re-runs only ``anonymize``; a new generator re-runs everything.
+Under a multi-process launcher (torchrun, srun) every rank takes its share of ``fakes`` and
+``invert`` and waits for the others through the stage's ``DONE.json``.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from anon.run import CONFIG_DIR, anonymize, one_line_errors
+from anon.stages.common import is_done, pick_device, rank_and_world
+from anon.stages.invert import missing
+from anon.stages.pair import read_json
+
+
+def wait_for(ready, what: str, timeout_s: float = 7 * 24 * 3600, poll_s: float = 2.0) -> None:
+    """Other ranks' share of a stage: wait until ``ready()`` (immediately true in a single process)."""
+    deadline = time.time() + timeout_s
+    while not ready():
+        if time.time() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout_s} s")
+        time.sleep(poll_s)
+
+
+def build_inverter(cfg: DictConfig, generator):
+    inverter = instantiate(cfg.inverter)
+    return inverter(generator=generator) if isinstance(inverter, functools.partial) else inverter
+
+
+def run_pipeline(cfg: DictConfig) -> dict:
+    device = pick_device(cfg.device)
+    rank, world = rank_and_world()
+    stages = cfg.stages
+    generator = instantiate(cfg.generator)
+    features = instantiate(cfg.attribute)
+    data = cfg.dataset
+    images = instantiate(cfg.dataset).image_paths()
+
+    print(f"[anon] fakes   -> {stages.fakes_dir}", flush=True)
+    instantiate(cfg.fakes)(generator, features, stage_dir=stages.fakes_dir, device=device, rank=rank, world=world)
+    print(f"[anon] invert  -> {stages.invert_dir}", flush=True)
+    instantiate(cfg.invert)(build_inverter(cfg, generator), images, stage_dir=stages.invert_dir,
+                            image_size=data.image_size, device=device, rank=rank, world=world)
+    wait_for(lambda: is_done(Path(stages.fakes_dir)), f"fakes in {stages.fakes_dir}")
+    wait_for(lambda: not missing(Path(stages.invert_dir), sorted(images)), f"inversions in {stages.invert_dir}")
+    inverted = {i: p for i, p in images.items() if (Path(stages.invert_dir) / "codes" / f"{i}.pt").exists()}
+    if rank == 0:
+        print(f"[anon] pair    -> {stages.pair_dir}", flush=True)
+        instantiate(cfg.pair)(features, inverted, stages.fakes_dir, stage_dir=stages.pair_dir,
+                              image_size=data.image_size, device=device)
+    wait_for(lambda: set(inverted) <= set(read_json(Path(stages.pair_dir) / "pairs.json")),
+             f"pairs in {stages.pair_dir}")
+    print("[anon] anonymize", flush=True)
+    return anonymize(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")
+def pipeline_entry(cfg: DictConfig) -> None:
+    with one_line_errors():
+        run_pipeline(cfg)
+
+
+if __name__ == "__main__":
+    pipeline_entry()
