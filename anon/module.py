@@ -21,6 +21,7 @@ from anon.latent import LatentLayout
 from anon.losses import FalcoLoss
 from anon.manifest import ManifestWriter
 from anon.outputs import code_path, image_path, save_code, save_png
+from anon.preemption import StopFlag
 from anon.schedule import fractional_multistep
 from anon.summary import write_run_summary
 from anon.visuals import comparison_grid
@@ -106,9 +107,12 @@ class FalcoModule(pl.LightningModule):
         if self.run_dir is None:
             raise RuntimeError("FalcoModule.run_dir must be set before trainer.predict")
         self._manifest = ManifestWriter(self.run_dir, self.global_rank)
-        self._started = time.time()
+        # Replaces Lightning's SIGTERM handler for the duration of predict (it broadcasts inside
+        # the handler, which can hang ranks that are not in a collective).
+        self._stop = StopFlag().install()
 
     def predict_step(self, batch: dict, batch_idx: int) -> None:
+        self._stop.check()
         started = time.perf_counter()
         records = [{**f, "status": "failed", "rank": self.global_rank} for f in batch["failed"]]
         for failure in batch["failed"]:
@@ -122,7 +126,11 @@ class FalcoModule(pl.LightningModule):
                 self._log_grid(batch["image"], result["initial_images"], result["images"], batch_idx)
         self._manifest.append(records)
 
+    def on_predict_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._stop.check()  # the finished batch is on disk; stop before loading the next one
+
     def on_predict_end(self) -> None:
+        self._stop.restore()
         self.trainer.strategy.barrier("anon-predict-end")
         if self.global_rank == 0:
             summary = write_run_summary(self.run_dir)

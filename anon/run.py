@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from anon.errors import AnonError
 from anon.module import FalcoModule
+from anon.preemption import Preempted, StopFlag, exit_code, requeue_slurm_job
+from anon.summary import write_run_summary
 from anon.run_id import register_resolvers
 
 @contextmanager
@@ -65,7 +68,22 @@ def anonymize(cfg: DictConfig) -> dict:
     data.attach(run_dir, getattr(module.generator, "num_ws", None))
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else None
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False, default_root_dir=str(run_dir))
-    trainer.predict(module, datamodule=data, return_predictions=False)
+    stop = StopFlag().install()  # the launching process too: it must outlive the ranks finishing their batch
+    try:
+        trainer.predict(module, datamodule=data, return_predictions=False)
+    except BaseException as err:
+        signum = err.signum if isinstance(err, Preempted) else stop.signum
+        if signum is None:
+            raise
+        if trainer.global_rank == 0:
+            summary = write_run_summary(run_dir)
+            requeued = signum == signal.SIGUSR1 and requeue_slurm_job()
+            print(f"[anon] {Preempted(signum)}: {summary['images_done']} images done and recorded in "
+                  f"{run_dir / 'manifest.jsonl'}; {'job requeued' if requeued else 'run the same command to resume'}",
+                  flush=True)
+        raise SystemExit(exit_code(signum)) from None
+    finally:
+        stop.restore()
     summary = {}
     if trainer.global_rank == 0 and (run_dir / "summary.json").exists():
         import json
