@@ -42,11 +42,17 @@ class FalcoModule(pl.LightningModule):
         log_every: log batch-mean losses every this many steps (0: never).
         log_images: also save/log original | initial | anonymised grids. Off by default: originals are
             private data and must not leak into logs unless asked for.
+        loss_resolution: render the generator's skip output at this size for the losses during the
+            steps (ArcFace and FaRL look at 256 / 224 px anyway); the final image is full size.
+            ``null`` (paper): full resolution at every step.
+        early_stop_tolerance: stop optimising an image once ``|cos - m| <= tolerance`` (its code is
+            frozen from then on; the batch ends when all are done). ``null`` (paper): all steps.
     """
 
     def __init__(self, generator: nn.Module, identity: nn.Module, attribute: nn.Module, loss: FalcoLoss,
                  latent: LatentLayout, optimizer: Callable | None = None, scheduler: Callable | None = None,
-                 steps: int = 50, log_every: int = 1, log_images: bool = False):
+                 steps: int = 50, log_every: int = 1, log_images: bool = False, loss_resolution: int | None = None,
+                 early_stop_tolerance: float | None = None):
         super().__init__()
         self.generator, self.identity, self.attribute = generator, identity, attribute
         for net in (generator, identity, attribute):
@@ -55,6 +61,8 @@ class FalcoModule(pl.LightningModule):
         self.make_optimizer = optimizer or partial(torch.optim.Adam, lr=0.01)
         self.make_scheduler = scheduler or fractional_multistep
         self.steps, self.log_every, self.log_images = int(steps), int(log_every), bool(log_images)
+        self.loss_resolution = loss_resolution
+        self.early_stop_tolerance = early_stop_tolerance
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
         self._logged_steps = 0
@@ -80,17 +88,29 @@ class FalcoModule(pl.LightningModule):
         optimizer = self.make_optimizer([trainable])
         scheduler = self.make_scheduler(optimizer, steps=self.steps)
         ref = self.loss.reference(self.identity, self.attribute, images)
+        render = {"resolution": self.loss_resolution} if self.loss_resolution else {}
         initial = initial_images = None
+        active = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
+        steps_taken = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
         for step in range(self.steps):
-            generated = self.generator(self.latent.compose(frozen, trainable))
+            generated = self.generator(self.latent.compose(frozen, trainable), **render)
             terms = self.loss(self.identity, self.attribute, generated, ref)
             if step == 0:
                 initial = {k: v.detach() for k, v in terms.items()}
                 initial_images = generated.detach() if keep_initial_images else None
+            if self.early_stop_tolerance is not None:
+                active &= terms["identity"].detach() > self.early_stop_tolerance
+                if not active.any():
+                    break
+                held = trainable.detach().clone()
             optimizer.zero_grad(set_to_none=True)
             terms["total"].sum().backward()  # sum, not mean: each code's gradient is its own image's
             optimizer.step()
             scheduler.step()
+            if self.early_stop_tolerance is not None:
+                with torch.no_grad():  # finished images keep their code (Adam momentum would move it)
+                    trainable[~active] = held[~active]
+            steps_taken += active.long()
             if on_step is not None:
                 on_step(step, terms)
         with torch.no_grad():
@@ -100,7 +120,7 @@ class FalcoModule(pl.LightningModule):
             if initial is None:  # steps == 0
                 initial, initial_images = final, final_images
         return {"ws": ws.detach(), "images": final_images, "initial": initial, "final": final,
-                "initial_images": initial_images}
+                "initial_images": initial_images, "steps": steps_taken}
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_predict_start(self) -> None:
@@ -152,7 +172,7 @@ class FalcoModule(pl.LightningModule):
                 "id": image_id, "source": batch["source"][i], "status": "done", "rank": self.global_rank,
                 "image": image_path(self.run_dir, image_id).relative_to(self.run_dir).as_posix(),
                 "code": code_path(self.run_dir, image_id).relative_to(self.run_dir).as_posix(),
-                "steps": self.steps, "batch_size": n, "wall_time_s": wall / n,
+                "steps": int(result["steps"][i]), "batch_size": n, "wall_time_s": wall / n,
                 "identity_similarity_before": float(init["similarity"][i]),
                 "identity_similarity_after": float(final["similarity"][i]),
                 "loss": {k: float(final[k][i]) for k in ("total", "identity", "attribute")},

@@ -47,3 +47,25 @@ def test_initial_terms_are_those_of_the_starting_code(tiny_problem):
         ref = module.loss.reference(module.identity, module.attribute, images[:2])
         expected = module.loss(module.identity, module.attribute, module.generator(start), ref)
     torch.testing.assert_close(out["initial"]["similarity"], expected["similarity"], atol=1e-5, rtol=0)
+
+
+def test_early_stop_freezes_finished_images_only(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    module.early_stop_tolerance = 10.0  # every image already meets it: nothing may move
+    try:
+        out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+    finally:
+        module.early_stop_tolerance = None
+    assert out["steps"].tolist() == [0, 0]
+    torch.testing.assert_close(out["ws"][:, 3:8], w_nb[:2, 3:8], atol=0, rtol=0)
+
+
+def test_loss_resolution_renders_the_skip_output_for_the_losses(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    module.loss_resolution = 32
+    try:
+        out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+    finally:
+        module.loss_resolution = None
+    assert out["images"].shape[-1] == 64, "the final image is rendered at full size"
+    assert out["final"]["total"].mean() < out["initial"]["total"].mean()

@@ -93,7 +93,7 @@ class MappingNetwork(nn.Module):
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
-                     up: bool = False, kernel: torch.Tensor | None = None) -> torch.Tensor:
+                     up: bool = False, kernel: torch.Tensor | None = None, fused: bool = True) -> torch.Tensor:
     """Per-sample modulated convolution as one grouped conv (each sample is its own group).
 
     x: N x I x H x W, weight: O x I x k x k, styles: N x I. With ``up`` the output is 2H x 2W: a
@@ -102,6 +102,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     ``conv2d_resample(up=2)`` for NVIDIA-stored kernels (GenForce stores this kernel flipped; see
     :mod:`anon.nets.stylegan2_loaders`).
     """
+    if not fused:
+        return _modulated_conv2d_unfused(x, weight, styles, demodulate, up, kernel)
     n, i, h, w_ = x.shape
     o, _, kh, kw = weight.shape
     wt = weight[None] * styles[:, None, :, None, None]  # N x O x I x k x k
@@ -119,6 +121,25 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return x.reshape(n, o, *x.shape[2:])
 
 
+def _modulated_conv2d_unfused(x, weight, styles, demodulate, up, kernel):
+    """The same operation as one batched convolution with the shared kernel: modulate the input
+    channels, convolve, then demodulate the output channels (per-channel scalings commute with the
+    convolution and the FIR filter). Faster than the grouped form for batches on most back-ends."""
+    kh = weight.shape[-1]
+    x = x * styles[:, :, None, None]
+    if up:
+        x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        taps = kernel.shape[0]
+        p = taps - 2 - (kh - 1)
+        x = fir_filter(x, kernel, ((p + 1) // 2 + 1, p // 2 + 1), gain=4.0)
+    else:
+        x = F.conv2d(x, weight, padding=kh // 2)
+    if demodulate:
+        dcoefs = torch.rsqrt((weight[None] * styles[:, None, :, None, None]).square().sum(dim=[2, 3, 4]) + 1e-8)
+        x = x * dcoefs[:, :, None, None]
+    return x
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x up) + fixed or random noise + bias + leaky ReLU."""
 
@@ -132,9 +153,11 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn(resolution, resolution))
         self.register_buffer("resample_filter", _fir_kernel(), persistent=False)
+        self.fused_modconv = True
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
-        x = modulated_conv2d(x, self.weight, self.affine(w), up=self.up, kernel=self.resample_filter)
+        x = modulated_conv2d(x, self.weight, self.affine(w), up=self.up, kernel=self.resample_filter,
+                             fused=self.fused_modconv)
         if noise_mode == "const":
             x = x + self.noise_const * self.noise_strength
         elif noise_mode == "random":
@@ -155,9 +178,11 @@ class ToRGBLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn(3, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(3))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
+        self.fused_modconv = True
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = modulated_conv2d(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
+        x = modulated_conv2d(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False,
+                             fused=self.fused_modconv)
         x = x + self.bias[None, :, None, None]
         return x.clamp(-self.conv_clamp, self.conv_clamp) if self.conv_clamp is not None else x
 
@@ -212,27 +237,35 @@ class SynthesisNetwork(nn.Module):
     def blocks(self):
         return [getattr(self, f"b{r}") for r in self.block_resolutions]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
+    def forward(self, ws: torch.Tensor, noise_mode: str = "const", resolution: int | None = None) -> torch.Tensor:
+        """``resolution`` stops early and returns the skip output at that size (the RGB image the
+        lower blocks have built so far); the rows of the skipped blocks are not read."""
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"expected ws of shape N x {self.num_ws} x {self.w_dim}, got {tuple(ws.shape)}")
+        if resolution is not None and resolution not in self.block_resolutions:
+            raise ValueError(f"resolution must be one of {self.block_resolutions}, not {resolution}")
         x = img = None
         row = 0
         for block in self.blocks():
             x, img = block(x, img, ws[:, row: row + block.num_conv + 1], noise_mode)
             row += block.num_conv
+            if block.resolution == resolution:
+                break
         return img
 
 
 class StyleGAN2Generator(nn.Module):
-    """Mapping + synthesis. Construct from sizes (Hydra) or from a checkpoint (:func:`from_checkpoint`).
+    """Mapping + synthesis (``has_wplus``: FALCO's layer ranges apply). Construct from sizes (Hydra) or from a checkpoint (:func:`from_checkpoint`).
 
     Defaults are config-f at 1024 px (18 W+ rows, 512-d w). A tiny test config is e.g.
     ``resolution=64, channel_base=256, channel_max=32, w_dim=64, z_dim=64``.
     """
 
+    has_wplus = True
+
     def __init__(self, resolution: int = 1024, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
                  channel_base: int = 32768, channel_max: int = 512, mapping_lr_mul: float = 0.01,
-                 conv_clamp: float | None = None, noise_mode: str = "const"):
+                 conv_clamp: float | None = None, noise_mode: str = "const", fused_modconv: bool = True):
         super().__init__()
         self.z_dim, self.w_dim, self.resolution = z_dim, w_dim, resolution
         self.noise_mode = noise_mode
@@ -242,14 +275,24 @@ class StyleGAN2Generator(nn.Module):
         self.init_kwargs = dict(resolution=resolution, z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers,
                                 channel_base=channel_base, channel_max=channel_max, mapping_lr_mul=mapping_lr_mul,
                                 conv_clamp=conv_clamp)
+        self.set_fused_modconv(fused_modconv)
+
+    def set_fused_modconv(self, fused: bool) -> None:
+        """Grouped-conv (True, one kernel per sample) or batched-conv (False) modulated convolutions:
+        the same function, different speed (batched is faster for B > 1 on most back-ends)."""
+        self.fused_modconv = bool(fused)
+        for layer in self.modules():
+            if isinstance(layer, (SynthesisLayer, ToRGBLayer)):
+                layer.fused_modconv = self.fused_modconv
 
     @property
     def w_avg(self) -> torch.Tensor:
         return self.mapping.w_avg
 
-    def forward(self, ws: torch.Tensor) -> torch.Tensor:
-        """W+ codes (N x num_ws x w_dim) to images (N x 3 x R x R, about [-1, 1])."""
-        return self.synthesis(ws, noise_mode=self.noise_mode)
+    def forward(self, ws: torch.Tensor, resolution: int | None = None) -> torch.Tensor:
+        """W+ codes (N x num_ws x w_dim) to images (N x 3 x R x R, about [-1, 1]); ``resolution``: the
+        skip output of a lower block instead (cheaper, for losses that look at 256 px or less)."""
+        return self.synthesis(ws, noise_mode=self.noise_mode, resolution=resolution)
 
     @classmethod
     def from_checkpoint(cls, path, **overrides) -> "StyleGAN2Generator":

@@ -253,7 +253,7 @@ def _load_strict(generator: StyleGAN2Generator, state: dict[str, torch.Tensor], 
 
 _DETERMINED = ("resolution", "z_dim", "w_dim", "mapping_layers")
 _ALLOWED = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "mapping_lr_mul",
-            "conv_clamp", "noise_mode")
+            "conv_clamp", "noise_mode", "fused_modconv")
 
 
 def _merge_overrides(arch: dict, overrides: dict, fmt: str, path: Path) -> dict:
