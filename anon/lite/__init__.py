@@ -1,0 +1,1 @@
+"""The "lite" weight set: real pretrained face networks that ship inside registry packages (PyPI wheels, npm tarballs)."""
