@@ -56,13 +56,15 @@ def build_module(cfg: DictConfig) -> FalcoModule:
                        scheduler=instantiate(cfg.scheduler))
 
 
-def anonymize(cfg: DictConfig) -> dict:
-    """Run (or resume) one anonymisation run; returns the run summary (rank 0) and the run folder."""
+def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
+    """Run (or resume) one anonymisation run; returns the run summary (rank 0) and the run folder.
+
+    ``images`` replaces ``dataset.images`` (the pipeline passes its aligned crops)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    data = instantiate(cfg.dataset)
+    data = instantiate(cfg.dataset, **({"images": str(images)} if images is not None else {}))
     module = build_module(cfg)
     module.run_dir = run_dir
     data.attach(run_dir, getattr(module.generator, "num_ws", None))

@@ -20,6 +20,12 @@ def list_images(root: str | Path) -> dict[str, Path]:
     return found
 
 
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image to H x W x 3 uint8 RGB, EXIF orientation honoured (raises on undecodable files)."""
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
+
+
 def load_image(path: str | Path, size: int | None = None) -> torch.Tensor:
     """Decode an image (EXIF orientation honoured) to a 3 x H x W float tensor in [-1, 1].
 

@@ -15,7 +15,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from anon.run import CONFIG_DIR, anonymize, one_line_errors
+from anon.errors import ConfigError
+from anon.manifest import ManifestWriter, done_ids
+from anon.run import CONFIG_DIR, anonymize, one_line_errors, resolve_run_dir
+from anon.stages.align import read_alignment
 from anon.stages.common import is_done, pick_device, rank_and_world
 from anon.stages.invert import missing
 from anon.stages.pair import read_json
@@ -43,6 +46,17 @@ def run_pipeline(cfg: DictConfig) -> dict:
     features = instantiate(cfg.attribute)
     data = cfg.dataset
     images = instantiate(cfg.dataset).image_paths()
+    aligned_dir = None
+    if cfg.get("align"):
+        print(f"[anon] align   -> {stages.align_dir}", flush=True)
+        if not cfg.get("detector"):
+            raise ConfigError("align needs a face detector: add detector=mtcnn")
+        sources = images
+        images = instantiate(cfg.align)(instantiate(cfg.detector), sources, stage_dir=stages.align_dir,
+                                        rank=rank, world=world)
+        wait_for(lambda: set(sources) <= set(read_alignment(stages.align_dir)), f"alignment in {stages.align_dir}")
+        images = run_align_records_to_manifest(cfg, sources, Path(stages.align_dir))
+        aligned_dir = Path(stages.align_dir) / "aligned"
 
     print(f"[anon] fakes   -> {stages.fakes_dir}", flush=True)
     instantiate(cfg.fakes)(generator, features, stage_dir=stages.fakes_dir, device=device, rank=rank, world=world)
@@ -59,7 +73,22 @@ def run_pipeline(cfg: DictConfig) -> dict:
     wait_for(lambda: set(inverted) <= set(read_json(Path(stages.pair_dir) / "pairs.json")),
              f"pairs in {stages.pair_dir}")
     print("[anon] anonymize", flush=True)
-    return anonymize(cfg)
+    return anonymize(cfg, images=aligned_dir)
+
+
+def run_align_records_to_manifest(cfg: DictConfig, sources: dict, align_dir: Path) -> dict[str, Path]:
+    """Images the alignment skipped or could not read go into the run manifest as failed (once);
+    returns ``{id: aligned crop}`` for the rest."""
+    records = read_alignment(align_dir)
+    lost = [r for i, r in sorted(records.items()) if i in sources and r["status"] in ("skipped", "failed")]
+    run_dir = resolve_run_dir(cfg)
+    if lost and rank_and_world()[0] == 0:
+        already = done_ids(run_dir)
+        ManifestWriter(run_dir, 0).append([
+            {"id": r["id"], "source": r["source"], "status": "failed", "rank": 0,
+             "error": f"alignment {r['status']}: {r.get('reason')}"} for r in lost if r["id"] not in already])
+    return {i: align_dir / "aligned" / f"{i}.png" for i in sorted(sources)
+            if records.get(i, {}).get("status") in ("aligned", "unaligned")}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="pipeline")

@@ -1,0 +1,60 @@
+"""Stage ``align``: detect the face in each image and crop it FFHQ-style (optional, before invert).
+
+Writes ``aligned/<id>.png`` and, per rank, ``alignment.rank<r>.jsonl``: one record per image with its
+status (``aligned`` | ``unaligned`` | ``skipped`` | ``failed``), the reason, the face size and the
+similarity transform (so the face can be pasted back). Faces that cannot be aligned follow the
+configured policy (``skip`` or ``unaligned``: centre crop, as FALCO does). Per-item cache.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from anon.data.align import align_with_policy
+from anon.data.images import load_rgb
+from anon.manifest import ManifestWriter
+from anon.outputs import save_png
+
+
+def read_alignment(stage_dir: str | Path) -> dict[str, dict]:
+    records = {}
+    for path in sorted(Path(stage_dir).glob("alignment.rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                records[rec["id"]] = rec
+    return records
+
+
+def best_face(detections) -> "np.ndarray | None":
+    """Landmarks of the most confident detection (ties: the larger box), or None."""
+    if not detections:
+        return None
+    box, prob, landmarks = max(detections, key=lambda d: (float(d[1]), (d[0][2] - d[0][0]) * (d[0][3] - d[0][1])))
+    return landmarks
+
+
+def run_align(detector, images: dict[str, Path], stage_dir: str | Path, size: int = 256, policy: str = "unaligned",
+              min_face_size: float = 32, rank: int = 0, world: int = 1, **_ignored) -> dict[str, Path]:
+    """Align ``images`` (``{id: path}``); returns ``{id: aligned path}`` for every image that has a crop."""
+    stage_dir = Path(stage_dir)
+    done = read_alignment(stage_dir)
+    writer = ManifestWriter(stage_dir, rank)
+    writer.path = stage_dir / f"alignment.rank{rank}.jsonl"
+    for image_id in sorted(images)[rank::world]:
+        if image_id in done:
+            continue
+        source = images[image_id]
+        record = {"id": image_id, "source": str(source)}
+        try:
+            pixels = load_rgb(source)
+        except Exception as err:
+            writer.append([{**record, "status": "failed", "reason": f"unreadable image: {type(err).__name__}: {err}"}])
+            continue
+        crop, outcome = align_with_policy(pixels, best_face(detector.detect(pixels)), size, policy, min_face_size)
+        if crop is not None:
+            save_png(crop, stage_dir / "aligned" / f"{image_id}.png")
+        writer.append([{**record, **outcome.to_dict()}])
+    records = read_alignment(stage_dir)
+    return {i: stage_dir / "aligned" / f"{i}.png" for i in sorted(images)
+            if records.get(i, {}).get("status") in ("aligned", "unaligned")}

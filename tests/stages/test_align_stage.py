@@ -1,0 +1,58 @@
+import numpy as np
+from PIL import Image
+
+from anon.stages.align import read_alignment, run_align
+
+
+class FakeDetector:
+    """A face (5 landmarks) in images whose top-left pixel is bright; none elsewhere."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, image):
+        self.calls += 1
+        if image[0, 0, 0] < 128:
+            return []
+        lm = np.array([[20.0, 24], [44, 24], [32, 34], [23, 44], [41, 44]])
+        return [(np.array([10.0, 10, 54, 54]), 0.5, lm + 1), (np.array([8.0, 8, 56, 56]), 0.99, lm)]
+
+
+def make_images(root, n=4):
+    images = {}
+    for i in range(n):
+        a = np.full((64, 64, 3), 255 if i % 2 == 0 else 0, np.uint8)
+        a[20:40, 20:40] = 90
+        path = root / f"img{i}.png"
+        Image.fromarray(a).save(path)
+        images[f"img{i}"] = path
+    (root / "bad.png").write_bytes(b"nope")
+    images["bad"] = root / "bad.png"
+    return images
+
+
+def test_policy_skip_records_every_image_once_and_caches(tmp_path):
+    images = make_images(tmp_path)
+    detector = FakeDetector()
+    aligned = run_align(detector, images, tmp_path / "stage", size=32, policy="skip", min_face_size=8)
+    records = read_alignment(tmp_path / "stage")
+    assert sorted(records) == sorted(images)
+    assert {i: r["status"] for i, r in records.items()} == {
+        "img0": "aligned", "img1": "skipped", "img2": "aligned", "img3": "skipped", "bad": "failed"}
+    assert records["img1"]["reason"] == "no_face"
+    assert sorted(aligned) == ["img0", "img2"]
+    assert np.asarray(Image.open(aligned["img0"])).shape == (32, 32, 3)
+    # the most confident detection is the one used
+    assert records["img0"]["face_size"] == max(2.0 * 24, 1.8 * 20)
+    calls = detector.calls
+    run_align(detector, images, tmp_path / "stage", size=32, policy="skip", min_face_size=8)
+    assert detector.calls == calls, "cached: nothing is detected twice"
+
+
+def test_policy_unaligned_keeps_faceless_images_and_too_small_faces(tmp_path):
+    images = make_images(tmp_path)
+    aligned = run_align(FakeDetector(), images, tmp_path / "stage", size=32, policy="unaligned", min_face_size=100)
+    records = read_alignment(tmp_path / "stage")
+    assert sorted(aligned) == ["img0", "img1", "img2", "img3"]
+    assert records["img0"]["status"] == "unaligned" and records["img0"]["reason"] == "face_too_small"
+    assert records["img0"]["transform"] is not None
