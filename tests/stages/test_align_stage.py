@@ -43,7 +43,7 @@ def test_policy_skip_records_every_image_once_and_caches(tmp_path):
     assert sorted(aligned) == ["img0", "img2"]
     assert np.asarray(Image.open(aligned["img0"])).shape == (32, 32, 3)
     # the most confident detection is the one used
-    assert records["img0"]["face_size"] == max(2.0 * 24, 1.8 * 20)
+    assert records["img0"]["face_size"] == 2 * max(2.0 * 24, 1.8 * 20)  # quad side = 2 x half-width
     calls = detector.calls
     run_align(detector, images, tmp_path / "stage", size=32, policy="skip", min_face_size=8)
     assert detector.calls == calls, "cached: nothing is detected twice"
