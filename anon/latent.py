@@ -39,6 +39,16 @@ class LatentLayout:
                 f"(need 0 <= start < stop <= {num_ws})")
         return self.start, stop
 
+    def check_generator(self, generator) -> None:
+        """Layer ranges only mean something in a W+ space; a generator without one (a DCGAN's z)
+        accepts only the whole code (``latent=whole``)."""
+        num_ws = generator.num_ws
+        if not getattr(generator, "has_wplus", True) and (self.start, self.stop) not in ((0, None), (0, num_ws)):
+            raise ConfigError(
+                f"{type(generator).__name__} has no W+ space (its latent is one {generator.w_dim}-d code), so "
+                f"latent.trainable_layers=[{self.start}, {self.stop}] does not apply: use latent=whole")
+        self.rows(num_ws)
+
     def split(self, w_inversion: torch.Tensor, w_neighbour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(frozen, trainable_init)``: the full N x L x D frozen code and the N x k x D start rows."""
         if w_inversion.shape != w_neighbour.shape or w_inversion.ndim != 3:

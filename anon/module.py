@@ -66,7 +66,7 @@ class FalcoModule(pl.LightningModule):
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
         self._logged_steps = 0
-        self.latent.rows(generator.num_ws)  # fail early on a layer range that does not fit
+        self.latent.check_generator(generator)  # fail early on a layer range that does not fit
 
     def train(self, mode: bool = True):
         """The networks stay in eval mode whatever Lightning asks (no dropout, no w_avg updates)."""

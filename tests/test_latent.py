@@ -35,3 +35,12 @@ def test_ranges_are_configurable_and_validated():
         LatentLayout((3, 12)).split(w_inv, w_nb)
     with pytest.raises(ConfigError, match="trainable_init"):
         LatentLayout((3, 8), trainable_init="random")
+
+
+def test_generator_without_wplus_accepts_only_the_whole_code():
+    class ZOnly:
+        num_ws, w_dim, has_wplus = 1, 100, False
+
+    LatentLayout((0, None)).check_generator(ZOnly())
+    with pytest.raises(ConfigError, match="no W\\+ space.*latent=whole"):
+        LatentLayout((3, 8)).check_generator(ZOnly())
