@@ -265,7 +265,7 @@ class StyleGAN2Generator(nn.Module):
 
     def __init__(self, resolution: int = 1024, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
                  channel_base: int = 32768, channel_max: int = 512, mapping_lr_mul: float = 0.01,
-                 conv_clamp: float | None = None, noise_mode: str = "const", fused_modconv: bool = True):
+                 conv_clamp: float | None = None, noise_mode: str = "const", fused_modconv: bool = False):
         super().__init__()
         self.z_dim, self.w_dim, self.resolution = z_dim, w_dim, resolution
         self.noise_mode = noise_mode
