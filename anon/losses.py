@@ -65,9 +65,9 @@ class FalcoLoss(nn.Module):
     def forward(self, identity: nn.Module, attribute: nn.Module, generated: torch.Tensor,
                 ref: Reference) -> dict[str, torch.Tensor]:
         """Per-sample terms (each N): ``total``, ``identity``, ``attribute`` and ``similarity`` (cosine)."""
-        emb = identity(generated)
+        emb = identity(generated).float()  # loss arithmetic in fp32 even when the networks run in bf16
         similarity = identity_similarity(emb, ref.embedding)
         id_term = (similarity - self.margin).abs()
-        attr_term = token_l1_loss(attribute(generated), ref.tokens) if self.lambda_attr else torch.zeros_like(id_term)
+        attr_term = token_l1_loss(attribute(generated).float(), ref.tokens.float()) if self.lambda_attr else torch.zeros_like(id_term)
         total = self.lambda_id * id_term + self.lambda_attr * attr_term
         return {"total": total, "identity": id_term, "attribute": attr_term, "similarity": similarity.detach()}

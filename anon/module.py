@@ -47,12 +47,14 @@ class FalcoModule(pl.LightningModule):
             ``null`` (paper): full resolution at every step.
         early_stop_tolerance: stop optimising an image once ``|cos - m| <= tolerance`` (its code is
             frozen from then on; the batch ends when all are done). ``null`` (paper): all steps.
+        precision: ``32`` (paper), ``tf32`` (TF32 matmuls/convs on Ampere+ GPUs) or ``bf16``
+            (autocast of the networks; the latent codes, the optimiser and the losses stay fp32).
     """
 
     def __init__(self, generator: nn.Module, identity: nn.Module, attribute: nn.Module, loss: FalcoLoss,
                  latent: LatentLayout, optimizer: Callable | None = None, scheduler: Callable | None = None,
                  steps: int = 50, log_every: int = 1, log_images: bool = False, loss_resolution: int | None = None,
-                 early_stop_tolerance: float | None = None):
+                 early_stop_tolerance: float | None = None, precision: str = "32"):
         super().__init__()
         self.generator, self.identity, self.attribute = generator, identity, attribute
         for net in (generator, identity, attribute):
@@ -63,6 +65,9 @@ class FalcoModule(pl.LightningModule):
         self.steps, self.log_every, self.log_images = int(steps), int(log_every), bool(log_images)
         self.loss_resolution = loss_resolution
         self.early_stop_tolerance = early_stop_tolerance
+        if str(precision) not in ("32", "tf32", "bf16"):
+            raise ValueError(f"module.precision must be 32, tf32 or bf16, not {precision!r}")
+        self.precision = str(precision)
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
         self._logged_steps = 0
@@ -89,12 +94,17 @@ class FalcoModule(pl.LightningModule):
         scheduler = self.make_scheduler(optimizer, steps=self.steps)
         ref = self.loss.reference(self.identity, self.attribute, images)
         render = {"resolution": self.loss_resolution} if self.loss_resolution else {}
+        if self.precision == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
         initial = initial_images = None
         active = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         steps_taken = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
         for step in range(self.steps):
-            generated = self.generator(self.latent.compose(frozen, trainable), **render)
-            terms = self.loss(self.identity, self.attribute, generated, ref)
+            with autocast:
+                generated = self.generator(self.latent.compose(frozen, trainable), **render)
+                terms = self.loss(self.identity, self.attribute, generated, ref)
+            terms = {k: v.float() for k, v in terms.items()}
             if step == 0:
                 initial = {k: v.detach() for k, v in terms.items()}
                 initial_images = generated.detach() if keep_initial_images else None
