@@ -1,0 +1,1 @@
+"""Evaluation metrics: identity re-identification, detection and attribute measures on generated faces."""

@@ -1,0 +1,350 @@
+"""Reports: the markdown page of an evaluation, its plots (drawn with PIL), and the sweep trade-off table.
+
+* :func:`markdown` renders a ``report.json`` (written by :mod:`anon.stages.evaluate`) as ``report.md``;
+* :func:`write_plots` draws the similarity histograms of a run into ``plots/``;
+* :func:`tradeoff_table` reads several runs' ``config.yaml`` + ``report.json`` into rows (run, margin,
+  lambda_id, lambda_attr, re-identification rate, attribute metric); :func:`write_tradeoff` writes
+  them as JSON / markdown and plots re-identification against attribute preservation.
+
+``python -m anon.report tradeoff RUN_DIR [RUN_DIR ...] --out DIR [--evaluator NAME]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+THRESHOLD_COLOUR = (200, 0, 0)
+
+
+# ------------------------------------------------------------------------------------------- drawing
+class _Canvas:
+    """A white RGBA image with one plot area mapping data ``(x, y)`` to pixels, axes, ticks and labels."""
+
+    def __init__(self, size, title, xlabel, ylabel, xrange, yrange, yticks=None):
+        self.image = Image.new("RGBA", size, (255, 255, 255, 255))
+        self.draw = ImageDraw.Draw(self.image)
+        self.font = ImageFont.load_default()
+        w, h = size
+        self.left, self.right, self.top, self.bottom = 60, w - 20, 48, h - 48
+        self.x0, self.x1 = _widen(*xrange)
+        self.y0, self.y1 = _widen(*yrange)
+        self.draw.text((self.left, 8), title, fill=(0, 0, 0), font=self.font)
+        self.draw.text(((self.left + self.right) // 2 - 3 * len(xlabel), h - 18), xlabel, fill=(0, 0, 0),
+                       font=self.font)
+        self.draw.text((4, 28), ylabel, fill=(0, 0, 0), font=self.font)
+        self.draw.rectangle([self.left, self.top, self.right, self.bottom], outline=(0, 0, 0))
+        for v in np.linspace(self.x0, self.x1, 5):
+            px = self.px(v, self.y0)[0]
+            self.draw.line([px, self.bottom, px, self.bottom + 4], fill=(0, 0, 0))
+            self.draw.text((px - 12, self.bottom + 7), f"{v:.3g}", fill=(0, 0, 0), font=self.font)
+        for v in (np.linspace(self.y0, self.y1, 5) if yticks is None else yticks):
+            py = self.px(self.x0, v)[1]
+            self.draw.line([self.left - 4, py, self.left, py], fill=(0, 0, 0))
+            self.draw.text((8, py - 6), f"{v:.3g}", fill=(0, 0, 0), font=self.font)
+
+    def px(self, x: float, y: float) -> tuple[float, float]:
+        fx = (x - self.x0) / (self.x1 - self.x0)
+        fy = (y - self.y0) / (self.y1 - self.y0)
+        return self.left + fx * (self.right - self.left), self.bottom - fy * (self.bottom - self.top)
+
+    def rect(self, x0, y0, x1, y1, colour, alpha=110):
+        layer = Image.new("RGBA", self.image.size, (0, 0, 0, 0))
+        (a, b), (c, d) = self.px(x0, y1), self.px(x1, y0)
+        ImageDraw.Draw(layer).rectangle([a, b, c, d], fill=(*colour, alpha), outline=(*colour, 255))
+        self.image.alpha_composite(layer)
+        self.draw = ImageDraw.Draw(self.image)
+
+    def vline(self, x, colour, dashed=True):
+        px = self.px(x, self.y0)[0]
+        for y in range(self.top, self.bottom, 8 if dashed else 1):
+            self.draw.line([px, y, px, min(y + 4, self.bottom)], fill=colour, width=2)
+
+    def legend(self, entries: list[tuple[str, tuple]]):
+        """Colour keys and labels in a white box at the top right of the plot area."""
+        width = max(self.draw.textlength(label, font=self.font) for label, _ in entries) + 28
+        x0, y0 = self.right - 6 - width, self.top + 6
+        self.draw.rectangle([x0, y0, self.right - 6, y0 + 14 * len(entries) + 6], fill=(255, 255, 255),
+                            outline=(160, 160, 160))
+        for k, (label, colour) in enumerate(entries):
+            y = y0 + 5 + 14 * k
+            self.draw.rectangle([x0 + 6, y, x0 + 16, y + 10], fill=colour)
+            self.draw.text((x0 + 22, y - 1), label, fill=(0, 0, 0), font=self.font)
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.image.convert("RGB").save(path, format="PNG")
+        return path
+
+
+def _widen(lo: float, hi: float) -> tuple[float, float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    if hi - lo < 1e-9:
+        return lo - 0.5, hi + 0.5
+    return lo, hi
+
+
+def histogram_png(series: dict[str, Sequence[float]], path: str | Path, title: str, xlabel: str,
+                  threshold: float | None = None, bins: int = 30, value_range: tuple[float, float] | None = None,
+                  size: tuple[int, int] = (640, 400)) -> Path:
+    """Overlaid histograms of several value lists (shared bins), a dashed threshold line, a legend."""
+    series = {k: np.asarray([v for v in vals if v is not None and math.isfinite(v)], dtype=np.float64)
+              for k, vals in series.items()}
+    values = np.concatenate([v for v in series.values()] + [np.asarray([threshold] if threshold is not None else [])])
+    lo, hi = value_range or ((float(values.min()), float(values.max())) if values.size else (0.0, 1.0))
+    lo, hi = _widen(lo, hi)
+    edges = np.linspace(lo, hi, bins + 1)
+    counts = {k: np.histogram(v, bins=edges)[0] for k, v in series.items()}
+    top = max([int(c.max()) for c in counts.values() if c.size] + [1])
+    yticks = np.unique(np.round(np.linspace(0, top, min(top, 4) + 1)))
+    canvas = _Canvas(size, title, xlabel, "images", (lo, hi), (0, top * 1.15), yticks=yticks)
+    entries = []
+    for k, (label, c) in enumerate(counts.items()):
+        colour = PALETTE[k % len(PALETTE)]
+        for left, right, n in zip(edges[:-1], edges[1:], c):
+            if n:
+                canvas.rect(left, 0, right, n, colour)
+        entries.append((f"{label} (n={len(series[label])})", colour))
+    if threshold is not None:
+        canvas.vline(threshold, THRESHOLD_COLOUR)
+        entries.append((f"threshold {threshold:.3g}", THRESHOLD_COLOUR))
+    canvas.legend(entries)
+    return canvas.save(Path(path))
+
+
+def scatter_png(points: Sequence[tuple[float, float, str]], path: str | Path, title: str, xlabel: str, ylabel: str,
+                size: tuple[int, int] = (640, 400)) -> Path:
+    """Labelled points ``(x, y, label)``; points with a missing coordinate are left out."""
+    points = [(float(x), float(y), label) for x, y, label in points
+              if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    xs, ys = [p[0] for p in points] or [0.0, 1.0], [p[1] for p in points] or [0.0, 1.0]
+    pad_x, pad_y = 0.1 * (max(xs) - min(xs) or 1.0), 0.1 * (max(ys) - min(ys) or 1.0)
+    canvas = _Canvas(size, title, xlabel, ylabel, (min(xs) - pad_x, max(xs) + 3 * pad_x),  # room for labels
+                     (min(ys) - pad_y, max(ys) + pad_y))
+    for k, (x, y, label) in enumerate(points):
+        px, py = canvas.px(x, y)
+        colour = PALETTE[k % len(PALETTE)]
+        canvas.draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
+        canvas.draw.text((px + 6, py - 6), label[:30], fill=colour, font=canvas.font)
+    return canvas.save(Path(path))
+
+
+# ------------------------------------------------------------------------------------------- one run
+def write_plots(run_dir: str | Path, lines: Sequence[dict], report: dict) -> list[str]:
+    """``plots/similarity_<evaluator>.png`` (after, and before when measured; the threshold) and
+    ``plots/loss_network_similarity.png`` (the manifest's in-loop identity similarity before/after).
+    Returns the written paths relative to ``run_dir``."""
+    run_dir = Path(run_dir)
+    written = []
+    lines = [line for line in lines if "error" not in line]
+    for name, ev in report["evaluators"].items():
+        kind = "similarity" if ev["score"] == "cosine similarity" else "distance"
+        series = {"after: original vs anonymised": [line["evaluators"][name].get(kind) for line in lines]}
+        before = [line["evaluators"][name].get(f"{kind}_before") for line in lines]
+        if any(v is not None for v in before):
+            series = {"before: original vs before image": before, **series}
+        value_range = (-1.0, 1.0) if kind == "similarity" else None
+        path = histogram_png(series, run_dir / "plots" / f"similarity_{name}.png",
+                             f"{name}: {ev['score']}, re-identified {_pct(ev['reidentification_rate'])}",
+                             ev["score"], threshold=ev["threshold"], value_range=value_range)
+        written.append(path.relative_to(run_dir).as_posix())
+    before = [line.get("identity_similarity_before") for line in lines]
+    after = [line.get("identity_similarity_after") for line in lines]
+    if any(v is not None for v in before + after):
+        path = histogram_png({"before (initial code)": before, "after (final code)": after},
+                             run_dir / "plots" / "loss_network_similarity.png",
+                             "loss network identity similarity (manifest)", "cosine similarity",
+                             value_range=(-1.0, 1.0))
+        written.append(path.relative_to(run_dir).as_posix())
+    return written
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(report: dict) -> str:
+    """``report.json`` -> the ``report.md`` page."""
+    out = [f"# Verification report: `{Path(report['run_dir']).name}`", ""]
+    out.append(f"{report['images']} images done in the manifest, {report['evaluated']} evaluated, "
+               f"{len(report['unreadable'])} unreadable. **{report['passed']} passed** "
+               f"({_pct(report['pass_rate'])}): not re-identified by any evaluator"
+               + (" and a face still detected." if report.get("detection") else "."))
+    if report.get("calibration"):
+        out.append(f"Calibration pairs: {report['calibration']}.")
+    detection = report.get("detection")
+    for name, ev in report["evaluators"].items():
+        rows = [("score", f"{ev['score']} (same person if {ev['same_person_if']})"),
+                ("threshold", f"{ev['threshold']:.4f}"), ("threshold from", ev["threshold_source"]),
+                ("re-identification rate", f"{_pct(ev['reidentification_rate'])} "
+                                           f"({ev['reidentified']} of {ev['evaluable']})"),
+                ("no face in anonymised output", f"{ev['no_face_anonymised']} (counted as not re-identified)"),
+                ("no face in original (not judged)", str(ev["no_face_original"])),
+                (f"mean {ev['score']} before", _fmt(ev["mean_before"]) + (
+                    f" ({ev['before_pairs']} pairs)" if ev["mean_before"] is not None else
+                    " (no before images; see the manifest's loss-network numbers below)")),
+                (f"mean {ev['score']} after", _fmt(ev["mean_after"]))]
+        if detection:
+            rows.append(("face detection rate (output)", f"{_pct(detection['rate'])} "
+                                                         f"({detection['detected']} of {detection['total']})"))
+        if ev.get("rank1"):
+            r1 = ev["rank1"]
+            rows.append(("rank-1 identification vs originals", f"{_pct(r1['rate'])} ({r1['correct']} of "
+                                                               f"{r1['queries']}; {r1['no_face']} without a face)"))
+        out += ["", f"## Evaluator `{name}`", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    pose = report.get("pose")
+    if pose:
+        out += ["", "## Head pose", "", f"Estimator: {pose.get('estimator', '')}. Mean absolute difference "
+                f"original vs anonymised over {pose['count']} images ({pose['missing']} without landmarks):", "",
+                "| yaw | pitch | roll | mean |", "|---|---|---|---|",
+                f"| {_fmt(pose['yaw'], 2)}° | {_fmt(pose['pitch'], 2)}° | {_fmt(pose['roll'], 2)}° | "
+                f"{_fmt(pose['mean'], 2)}° |"]
+    attrs = report.get("attributes")
+    if attrs:
+        out += ["", "## Attributes", "", f"Classifier agreement original vs anonymised over {attrs['count']} "
+                f"images: mean {_pct(attrs['mean'])}.", "", "| attribute | agreement |", "|---|---|"]
+        out += [f"| {k} | {_pct(v)} |" for k, v in attrs["per_attribute"].items()]
+    if report.get("fid") is not None:
+        out += ["", "## FID", "", f"FID (originals vs anonymised, FID Inception-v3 pool features): "
+                f"{report['fid']:.3f}"]
+    m = report.get("manifest") or {}
+    if m.get("identity_similarity_before") is not None:
+        out += ["", "## Optimisation (from the manifest)", "",
+                f"Loss-network identity similarity, mean: {_fmt(m['identity_similarity_before'])} (initial code) -> "
+                f"{_fmt(m['identity_similarity_after'])} (final code); attribute loss {_fmt(m.get('loss_attribute'))}."]
+    if report.get("plots"):
+        out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
+    out += ["", "## Failed images", ""]
+    if report["failed_ids"]:
+        out.append(f"{len(report['failed_ids'])} images failed (also in `failed_ids.txt`, one id per line):")
+        out += [""] + [f"- `{i}`" for i in report["failed_ids"]]
+    else:
+        out.append("None.")
+    if report.get("not_evaluable_ids"):
+        out += ["", "No evaluator found a face in these originals (not judged): "
+                + ", ".join(f"`{i}`" for i in report["not_evaluable_ids"])]
+    if report["unreadable"]:
+        out += ["", "Unreadable: " + ", ".join(f"`{i}`" for i in report["unreadable"])]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+ATTRIBUTE_METRICS = {  # name -> (where in report.json, higher is better)
+    "attribute_agreement": (("attributes", "mean"), True),
+    "pose_error": (("pose", "mean"), False),
+    "loss_attribute": (("manifest", "loss_attribute"), False),
+}
+
+
+def _dig(tree: dict | None, keys: Sequence[str]):
+    for key in keys:
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(key)
+    return tree
+
+
+def tradeoff_table(run_dirs: Sequence[str | Path], evaluator: str | None = None,
+                   attribute_metric: str = "auto") -> list[dict]:
+    """One row per run: ``run, margin, lambda_id, lambda_attr, evaluator, reid_rate, attribute_metric,
+    attribute_value``, from each run's ``config.yaml`` (loss weights) and ``report.json``.
+
+    ``evaluator``: whose re-identification rate (default: the first in the first report).
+    ``attribute_metric``: ``attribute_agreement`` (classifier agreement, higher is better),
+    ``pose_error`` (mean absolute degrees), ``loss_attribute`` (mean final FaRL token L1 from the
+    manifest) or ``auto``: the first of these that every run has.
+    """
+    from omegaconf import OmegaConf
+
+    reports, configs = [], []
+    for run_dir in map(Path, run_dirs):
+        path = run_dir / "report.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} missing: run `python -m anon.stages.evaluate run_dir={run_dir}` first")
+        reports.append(json.loads(path.read_text()))
+        cfg_path = run_dir / "config.yaml"
+        configs.append(OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create({}))
+    if not reports:
+        return []
+    evaluator = evaluator or next(iter(reports[0]["evaluators"]))
+    if attribute_metric == "auto":
+        attribute_metric = next((m for m, (keys, _) in ATTRIBUTE_METRICS.items()
+                                 if all(_dig(r, keys) is not None for r in reports)), "loss_attribute")
+    if attribute_metric not in ATTRIBUTE_METRICS:
+        raise ValueError(f"attribute_metric={attribute_metric!r}; use auto or one of {', '.join(ATTRIBUTE_METRICS)}")
+    keys = ATTRIBUTE_METRICS[attribute_metric][0]
+    rows = []
+    for run_dir, report, cfg in zip(map(Path, run_dirs), reports, configs):
+        ev = report["evaluators"].get(evaluator)
+        rows.append({
+            "run": run_dir.name, "run_dir": str(run_dir),
+            "margin": OmegaConf.select(cfg, "loss.margin"), "lambda_id": OmegaConf.select(cfg, "loss.lambda_id"),
+            "lambda_attr": OmegaConf.select(cfg, "loss.lambda_attr"), "evaluator": evaluator,
+            "reid_rate": None if ev is None else ev["reidentification_rate"],
+            "attribute_metric": attribute_metric, "attribute_value": _dig(report, keys),
+        })
+    return rows
+
+
+def tradeoff_markdown(rows: Sequence[dict]) -> str:
+    if not rows:
+        return "No runs.\n"
+    metric = rows[0]["attribute_metric"]
+    out = [f"| run | margin | lambda_id | lambda_attr | re-id rate ({rows[0]['evaluator']}) | {metric} |",
+           "|---|---|---|---|---|---|"]
+    out += [f"| {r['run']} | {_fmt(r['margin'], 3)} | {_fmt(r['lambda_id'], 3)} | {_fmt(r['lambda_attr'], 3)} | "
+            f"{_pct(r['reid_rate'])} | {_fmt(r['attribute_value'])} |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def write_tradeoff(run_dirs: Sequence[str | Path], out_dir: str | Path, evaluator: str | None = None,
+                   attribute_metric: str = "auto") -> list[dict]:
+    """``tradeoff.json``, ``tradeoff.md`` and ``tradeoff.png`` (re-identification vs attribute metric) in ``out_dir``."""
+    rows = tradeoff_table(run_dirs, evaluator, attribute_metric)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tradeoff.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out_dir / "tradeoff.md").write_text(tradeoff_markdown(rows))
+    if rows:
+        metric = rows[0]["attribute_metric"]
+        better = "higher" if ATTRIBUTE_METRICS[metric][1] else "lower"
+        scatter_png([(r["attribute_value"], r["reid_rate"],
+                      f"m={_fmt(r['margin'], 2)} id={_fmt(r['lambda_id'], 2)} at={_fmt(r['lambda_attr'], 2)}")
+                     for r in rows], out_dir / "tradeoff.png",
+                    f"re-identification ({rows[0]['evaluator']}) vs attribute preservation",
+                    f"{metric} ({better} is better)", "re-id rate")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m anon.report", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    trade = sub.add_parser("tradeoff", help="re-identification vs attribute preservation over runs")
+    trade.add_argument("run_dirs", nargs="+")
+    trade.add_argument("--out", required=True)
+    trade.add_argument("--evaluator")
+    trade.add_argument("--attribute-metric", default="auto")
+    args = parser.parse_args(argv)
+    rows = write_tradeoff(args.run_dirs, args.out, args.evaluator, args.attribute_metric)
+    sys.stdout.write(tradeoff_markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
