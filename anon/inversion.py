@@ -17,22 +17,28 @@ class OptimisationInverter(nn.Module):
     Args:
         generator: the generator to invert into.
         steps, lr: Adam steps and learning rate.
-        starts: number of random restarts per image (the best final loss is kept); the first start
-            is the mean code (w_avg broadcast to every row).
-        seed: seed of the restart codes.
+        starts: number of starts per image (the best final loss is kept).
+        init: ``mean`` -- the first start is the mean code (w_avg on every row; StyleGAN's usual start),
+            the others random; ``random`` -- every start is a mapped random latent (generators whose
+            mean code is degenerate, e.g. a DCGAN at z = 0 where every ReLU is dead).
+        latent_reg: weight of ``mean((code - w_avg)^2)``, keeping codes where the generator was trained.
+        seed: seed of the random starts.
     """
 
-    def __init__(self, generator: nn.Module, steps: int = 200, lr: float = 0.05, starts: int = 1, seed: int = 0):
+    def __init__(self, generator: nn.Module, steps: int = 200, lr: float = 0.05, starts: int = 1, seed: int = 0,
+                 init: str = "mean", latent_reg: float = 0.0):
         super().__init__()
+        if init not in ("mean", "random"):
+            raise ValueError(f"inverter.init must be mean or random, not {init!r}")
         self.generator = generator
         self.steps, self.lr, self.starts, self.seed = int(steps), float(lr), int(starts), int(seed)
+        self.init, self.latent_reg = init, float(latent_reg)
 
     def _starts(self, n: int, device) -> list[torch.Tensor]:
         g = self.generator
-        mean = g.w_avg.to(device)[None, None].expand(n, g.num_ws, -1).clone()
-        codes = [mean]
+        codes = [g.w_avg.to(device)[None, None].expand(n, g.num_ws, -1).clone()] if self.init == "mean" else []
         gen = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.starts - 1):
+        while len(codes) < self.starts:
             z = torch.randn(n, g.z_dim, generator=gen).to(device)
             with torch.no_grad():
                 codes.append(g.mapping(z))
@@ -43,12 +49,15 @@ class OptimisationInverter(nn.Module):
         target = F.interpolate(images, size=(g.resolution, g.resolution), mode="bilinear", antialias=True,
                                align_corners=False) if images.shape[-1] != g.resolution else images
         best, best_loss = None, None
+        mean = g.w_avg.to(images.device)
         for start in self._starts(images.shape[0], images.device):
             code = start.clone().requires_grad_(True)
             opt = torch.optim.Adam([code], lr=self.lr)
             with torch.enable_grad():
                 for _ in range(self.steps):
                     loss = (g(code) - target).square().flatten(1).mean(1)
+                    if self.latent_reg:
+                        loss = loss + self.latent_reg * (code - mean).square().flatten(1).mean(1)
                     opt.zero_grad(set_to_none=True)
                     loss.sum().backward()
                     opt.step()

@@ -354,3 +354,8 @@ class MobileFaceNetTokens(MobileFaceNetIdentity):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tokens(x)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Pairing features: the mean token, L2-normalised (``B x C``) -- an appearance summary of the
+        intermediate layer, like FaRL's embedding is for the full model set."""
+        return F.normalize(self.tokens(x).mean(dim=1), dim=1)

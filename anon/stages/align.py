@@ -35,7 +35,7 @@ def best_face(detections) -> "np.ndarray | None":
 
 
 def run_align(detector, images: dict[str, Path], stage_dir: str | Path, size: int = 256, policy: str = "unaligned",
-              min_face_size: float = 32, rank: int = 0, world: int = 1, **_ignored) -> dict[str, Path]:
+              min_face_size: float = 32, zoom: float = 1.0, rank: int = 0, world: int = 1) -> dict[str, Path]:
     """Align ``images`` (``{id: path}``); returns ``{id: aligned path}`` for every image that has a crop."""
     stage_dir = Path(stage_dir)
     done = read_alignment(stage_dir)
@@ -51,7 +51,8 @@ def run_align(detector, images: dict[str, Path], stage_dir: str | Path, size: in
         except Exception as err:
             writer.append([{**record, "status": "failed", "reason": f"unreadable image: {type(err).__name__}: {err}"}])
             continue
-        crop, outcome = align_with_policy(pixels, best_face(detector.detect(pixels)), size, policy, min_face_size)
+        crop, outcome = align_with_policy(pixels, best_face(detector.detect(pixels)), size, policy, min_face_size,
+                                          zoom)
         if crop is not None:
             save_png(crop, stage_dir / "aligned" / f"{image_id}.png")
         writer.append([{**record, **outcome.to_dict()}])
