@@ -13,14 +13,15 @@ from pathlib import Path
 MERGED = "manifest.jsonl"
 
 
-def shard_path(run_dir: str | Path, rank: int) -> Path:
-    return Path(run_dir) / f"manifest.rank{rank}.jsonl"
+def shard_path(run_dir: str | Path, rank: int, prefix: str = "manifest") -> Path:
+    return Path(run_dir) / f"{prefix}.rank{rank}.jsonl"
 
 
-def read_records(run_dir: str | Path) -> list[dict]:
-    """Every record of every rank shard (a torn last line from a killed process is ignored)."""
+def read_records(run_dir: str | Path, prefix: str = "manifest") -> list[dict]:
+    """Every record of every rank shard ``<prefix>.rank*.jsonl`` (a torn last line from a killed
+    process is ignored)."""
     records = []
-    for path in sorted(Path(run_dir).glob("manifest.rank*.jsonl")):
+    for path in sorted(Path(run_dir).glob(f"{prefix}.rank*.jsonl")):
         for line in path.read_text().splitlines():
             try:
                 records.append(json.loads(line))
@@ -29,16 +30,21 @@ def read_records(run_dir: str | Path) -> list[dict]:
     return records
 
 
+def latest_by_id(run_dir: str | Path, prefix: str = "manifest") -> dict[str, dict]:
+    """``{id: last record}`` over every rank shard."""
+    return {r["id"]: r for r in read_records(run_dir, prefix)}
+
+
 def done_ids(run_dir: str | Path) -> set[str]:
     """Ids that already have a record (finished or failed): a resumed run skips them."""
     return {r["id"] for r in read_records(run_dir)} if Path(run_dir).is_dir() else set()
 
 
 class ManifestWriter:
-    """Appends records for one rank."""
+    """Appends records for one rank (to ``<prefix>.rank<r>.jsonl``; stages keep their own prefixes)."""
 
-    def __init__(self, run_dir: str | Path, rank: int = 0):
-        self.path = shard_path(run_dir, rank)
+    def __init__(self, run_dir: str | Path, rank: int = 0, prefix: str = "manifest"):
+        self.path = shard_path(run_dir, rank, prefix)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, records: list[dict]) -> None:

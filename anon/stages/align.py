@@ -7,23 +7,16 @@ configured policy (``skip`` or ``unaligned``: centre crop, as FALCO does). Per-i
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from anon.data.align import align_with_policy
 from anon.data.images import load_rgb
-from anon.manifest import ManifestWriter
+from anon.manifest import ManifestWriter, latest_by_id
 from anon.outputs import save_png
 
 
 def read_alignment(stage_dir: str | Path) -> dict[str, dict]:
-    records = {}
-    for path in sorted(Path(stage_dir).glob("alignment.rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                records[rec["id"]] = rec
-    return records
+    return latest_by_id(stage_dir, "alignment")
 
 
 def best_face(detections) -> "np.ndarray | None":
@@ -39,8 +32,7 @@ def run_align(detector, images: dict[str, Path], stage_dir: str | Path, size: in
     """Align ``images`` (``{id: path}``); returns ``{id: aligned path}`` for every image that has a crop."""
     stage_dir = Path(stage_dir)
     done = read_alignment(stage_dir)
-    writer = ManifestWriter(stage_dir, rank)
-    writer.path = stage_dir / f"alignment.rank{rank}.jsonl"
+    writer = ManifestWriter(stage_dir, rank, prefix="alignment")
     for image_id in sorted(images)[rank::world]:
         if image_id in done:
             continue

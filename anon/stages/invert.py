@@ -5,25 +5,18 @@ alignment with policy ``skip``). Images that already have a code or a failure re
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from anon.data.images import load_image
-from anon.manifest import ManifestWriter
+from anon.manifest import ManifestWriter, latest_by_id
 from anon.outputs import save_code
 from anon.stages.common import chunks
 
 
 def read_failures(stage_dir: Path) -> dict[str, dict]:
-    out = {}
-    for path in sorted(Path(stage_dir).glob("failures.rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                out[rec["id"]] = rec
-    return out
+    return latest_by_id(stage_dir, "failures")
 
 
 def missing(stage_dir: Path, ids: list[str]) -> list[str]:
@@ -41,8 +34,7 @@ def run_invert(inverter, images: dict[str, Path], stage_dir: str | Path, image_s
     """
     stage_dir = Path(stage_dir)
     pending = missing(stage_dir, sorted(images)[rank::world])
-    failures = ManifestWriter(stage_dir, rank)
-    failures.path = stage_dir / f"failures.rank{rank}.jsonl"
+    failures = ManifestWriter(stage_dir, rank, prefix="failures")
     inverter = inverter.to(device).eval()
     for part in chunks(len(pending), batch_size):
         batch_ids, tensors, bad = [], [], []
