@@ -29,6 +29,7 @@ test: install
 
 bench: install
 	$(BIN)/python experiments/bench.py
+	$(BIN)/python experiments/bench_step.py
 
 demo: install
 	$(BIN)/python -m anon.demo $(if $(DATA),data=$(DATA),)

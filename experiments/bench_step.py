@@ -1,0 +1,65 @@
+"""One optimisation step of the paper's networks at batch 1: time and peak memory on this machine.
+
+    python experiments/bench_step.py [--device cpu] [--repeats 3]
+
+Config-f 1024 StyleGAN2 + ArcFace IR-SE-50 + FaRL ViT-B/16 with random weights (the same compute
+as the real checkpoints): one forward of the generator and both loss networks and one backward to
+the trainable W+ rows, as in every step of the anonymisation loop.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from anon.run import CONFIG_DIR, build_module  # noqa: E402
+from experiments.bench import FULL  # noqa: E402
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # Linux: KiB
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("anonymize", overrides=["dataset.images=-", "dataset.inversions=-", "dataset.neighbours=-",
+                                              *FULL])
+    torch.manual_seed(0)
+    module = build_module(cfg).to(args.device)
+    g = module.generator
+    with torch.no_grad():
+        w = g.mapping(torch.randn(2, g.z_dim, device=args.device))
+        target = g(w[:1]).clamp(-1, 1)
+        ref = module.loss.reference(module.identity, module.attribute, target)
+    frozen, trainable = module.latent.split(w[:1], w[1:])
+    print(f"device={args.device} threads={torch.get_num_threads()} after setup: peak RSS {peak_rss_gib():.2f} GiB",
+          flush=True)
+    times = []
+    for _ in range(args.repeats):
+        code = trainable.clone().requires_grad_(True)
+        start = time.perf_counter()
+        terms = module.loss(module.identity, module.attribute, g(module.latent.compose(frozen, code)), ref)
+        terms["total"].sum().backward()
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        print(f"  forward+backward: {times[-1]:.2f} s", flush=True)
+    print(f"one step (1024 px G + IR-SE-50 + FaRL, B=1): median {sorted(times)[len(times) // 2]:.2f} s; "
+          f"peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
