@@ -38,42 +38,71 @@ def build_inverter(cfg: DictConfig, generator):
     return inverter(generator=generator) if isinstance(inverter, functools.partial) else inverter
 
 
+STAGES = ("align", "fakes", "invert", "pair", "anonymize")
+
+
 def run_pipeline(cfg: DictConfig) -> dict:
+    """Run every stage, or only ``cfg.only`` (whose inputs must then be in the caches already)."""
+    only = cfg.get("only")
+    if only is not None and only not in STAGES:
+        raise ConfigError(f"only={only!r}: choose one of {', '.join(STAGES)}")
+    runs = lambda name: only is None or only == name  # noqa: E731
     device = pick_device(cfg.device)
     rank, world = rank_and_world()
     stages = cfg.stages
-    generator = instantiate(cfg.generator)
-    features = instantiate(cfg.attribute)
     data = cfg.dataset
     images = instantiate(cfg.dataset).image_paths()
+    generator = instantiate(cfg.generator) if only in (None, "fakes", "invert") else None
+    features = instantiate(cfg.attribute) if only in (None, "fakes", "pair") else None
     aligned_dir = None
     if cfg.get("align"):
-        print(f"[anon] align   -> {stages.align_dir}", flush=True)
-        if not cfg.get("detector"):
-            raise ConfigError("align needs a face detector: add detector=mtcnn")
         sources = images
-        images = instantiate(cfg.align)(instantiate(cfg.detector), sources, stage_dir=stages.align_dir,
-                                        rank=rank, world=world)
-        wait_for(lambda: set(sources) <= set(read_alignment(stages.align_dir)), f"alignment in {stages.align_dir}")
+        if runs("align") or only == "invert":
+            print(f"[anon] align   -> {stages.align_dir}", flush=True)
+            if not cfg.get("detector"):
+                raise ConfigError("align needs a face detector: add detector=mtcnn")
+            instantiate(cfg.align)(instantiate(cfg.detector), sources, stage_dir=stages.align_dir, rank=rank, world=world)
+            wait_for(lambda: set(sources) <= set(read_alignment(stages.align_dir)), f"alignment in {stages.align_dir}")
+        elif not set(sources) <= set(read_alignment(stages.align_dir)):
+            raise ConfigError(f"only={only}: the alignment in {stages.align_dir} is incomplete; run only=align first")
         images = run_align_records_to_manifest(cfg, sources, Path(stages.align_dir))
         aligned_dir = Path(stages.align_dir) / "aligned"
+        if only == "align":
+            return {"stage_dir": stages.align_dir}
 
-    print(f"[anon] fakes   -> {stages.fakes_dir}", flush=True)
-    instantiate(cfg.fakes)(generator, features, stage_dir=stages.fakes_dir, device=device, rank=rank, world=world)
-    print(f"[anon] invert  -> {stages.invert_dir}", flush=True)
-    instantiate(cfg.invert)(build_inverter(cfg, generator), images, stage_dir=stages.invert_dir,
-                            image_size=data.image_size, device=device, rank=rank, world=world)
-    wait_for(lambda: is_done(Path(stages.fakes_dir)), f"fakes in {stages.fakes_dir}")
-    wait_for(lambda: not missing(Path(stages.invert_dir), sorted(images)), f"inversions in {stages.invert_dir}")
+    if runs("fakes"):
+        print(f"[anon] fakes   -> {stages.fakes_dir}", flush=True)
+        instantiate(cfg.fakes)(generator, features, stage_dir=stages.fakes_dir, device=device, rank=rank, world=world)
+        if only == "fakes":
+            return {"stage_dir": stages.fakes_dir}
+    if runs("invert"):
+        print(f"[anon] invert  -> {stages.invert_dir}", flush=True)
+        instantiate(cfg.invert)(build_inverter(cfg, generator), images, stage_dir=stages.invert_dir,
+                                image_size=data.image_size, device=device, rank=rank, world=world)
+        if only == "invert":
+            return {"stage_dir": stages.invert_dir}
+    require(only, lambda: is_done(Path(stages.fakes_dir)), f"fakes in {stages.fakes_dir}", "fakes")
+    require(only, lambda: not missing(Path(stages.invert_dir), sorted(images)), f"inversions in {stages.invert_dir}",
+            "invert")
     inverted = {i: p for i, p in images.items() if (Path(stages.invert_dir) / "codes" / f"{i}.pt").exists()}
-    if rank == 0:
+    if runs("pair") and rank == 0:
         print(f"[anon] pair    -> {stages.pair_dir}", flush=True)
         instantiate(cfg.pair)(features, inverted, stages.fakes_dir, stage_dir=stages.pair_dir,
                               image_size=data.image_size, device=device)
-    wait_for(lambda: set(inverted) <= set(read_json(Path(stages.pair_dir) / "pairs.json")),
-             f"pairs in {stages.pair_dir}")
+    require(only if only != "pair" else None, lambda: set(inverted) <= set(read_json(Path(stages.pair_dir) / "pairs.json")),
+            f"pairs in {stages.pair_dir}", "pair")
+    if only == "pair":
+        return {"stage_dir": stages.pair_dir}
     print("[anon] anonymize", flush=True)
     return anonymize(cfg, images=aligned_dir)
+
+
+def require(only: str | None, ready, what: str, stage: str) -> None:
+    """All stages in one go: wait for the other ranks' share. One stage alone: its inputs must exist."""
+    if only is None:
+        wait_for(ready, what)
+    elif not ready():
+        raise ConfigError(f"only={only}: {what} are missing or incomplete; run only={stage} first")
 
 
 def run_align_records_to_manifest(cfg: DictConfig, sources: dict, align_dir: Path) -> dict[str, Path]:

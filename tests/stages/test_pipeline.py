@@ -53,3 +53,17 @@ def test_corrupt_image_goes_to_failure_lists_and_stages_are_reused(tiny_world, t
     summary2 = run_pipeline(cfg2)
     assert summary2["run_dir"] != summary["run_dir"]
     assert {p: p.stat().st_mtime_ns for p in Path(cfg.stages.invert_dir).rglob("*.pt")} == stamp
+
+
+def test_each_stage_alone_in_order_then_whole_pipeline_reuses_them(tiny_world, tmp_path):
+    from anon.errors import ConfigError
+
+    images = tiny_world / "images"
+    with pytest.raises(ConfigError, match="run only=fakes first"):
+        run_pipeline(pipeline_config(images, tmp_path, "only=pair"))
+    for stage in ("fakes", "invert", "pair"):
+        out = run_pipeline(pipeline_config(images, tmp_path, f"only={stage}"))
+        assert Path(out["stage_dir"]).is_dir()
+    assert not (tmp_path / "runs").exists(), "no stage alone runs the anonymisation"
+    summary = run_pipeline(pipeline_config(images, tmp_path, "only=anonymize"))
+    assert summary["images_done"] == 6
