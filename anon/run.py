@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import json
 import signal
 import sys
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from anon.module import FalcoModule
 from anon.preemption import Preempted, StopFlag, exit_code, requeue_slurm_job
 from anon.summary import write_run_summary
 from anon.run_id import register_resolvers
+
 
 @contextmanager
 def one_line_errors():
@@ -88,8 +90,6 @@ def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
         stop.restore()
     summary = {}
     if trainer.global_rank == 0 and (run_dir / "summary.json").exists():
-        import json
-
         summary = json.loads((run_dir / "summary.json").read_text())
         print(f"[anon] {summary['images_done']} done, {summary['images_failed']} failed "
               f"({data.skipped} already in the manifest); identity similarity "
