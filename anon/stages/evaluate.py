@@ -3,11 +3,12 @@
 For every ``done`` record of ``run_dir/manifest.jsonl`` the original (``source``) and the anonymised
 PNG are compared under each identity evaluator (see :mod:`anon.metrics.evaluators`): the
 similarity (or distance), whether the recogniser still says "same person" at its threshold, whether
-a face is found in the output, and, when configured, pose and attribute differences. Writes:
+a face is found in the output, and, when configured, pose, attribute and expression differences
+(:mod:`anon.metrics.expression`: argmax agreement and total-variation distance). Writes:
 
 * ``verification.jsonl``: one line per image with all of the above and an overall ``pass``;
 * ``report.json`` / ``report.md``: rates per evaluator (with each threshold and where it comes
-  from), detection rate, pose / attribute / FID numbers, the ids that failed;
+  from), detection rate, pose / attribute / expression / FID numbers, the ids that failed;
 * ``failed_ids.txt``: the ids to re-run; ``plots/*.png``: similarity histograms.
 
 An image *passes* when no evaluator re-identifies it (evaluators that find no face in the original
@@ -33,6 +34,7 @@ from anon.errors import ConfigError, MissingDataError
 from anon.manifest import read_records
 from anon.metrics.attributes import AttributeAgreement, PoseError, pose_from_landmarks
 from anon.metrics.detection import DetectionRate, MemoDetector, detect_fn
+from anon.metrics.expression import ExpressionAgreement
 from anon.metrics.reid import (Rank1Identification, ReIdentificationRate, equal_error_rate_threshold, has_face,
                                pair_scores, same_person, stack_embeddings)
 from anon.stages.common import chunks
@@ -164,6 +166,7 @@ class _Metrics:
     detection: DetectionRate | None = None
     pose: PoseError | None = None
     attributes: AttributeAgreement | None = None
+    expression: ExpressionAgreement | None = None
 
 
 def landmark_pose(detector) -> Callable[[np.ndarray], np.ndarray | None]:
@@ -184,7 +187,8 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
                  pose: Callable | str | None = "landmarks", identities: Callable[[str], object] | None = None,
                  before_dir: str | Path | None = None, calibration: Calibration | None = None,
                  calibration_keys: dict[str, str] | None = None, fid=None, batch_size: int = 16,
-                 plots: bool = True) -> dict:
+                 plots: bool = True, expression: Callable | None = None,
+                 expression_skipped: str | None = None) -> dict:
     """Evaluate every ``done`` image of a run; write ``verification.jsonl``, ``report.json``, ``report.md``.
 
     Args:
@@ -205,6 +209,9 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
             are its real set, anonymised images its fake set.
         batch_size: images loaded and embedded together.
         plots: write ``plots/*.png``.
+        expression: ``list of images -> N x C`` expression probabilities, NaN rows without a face
+            (:class:`anon.metrics.expression.ExpressionScorer`; its ``names`` label the classes).
+        expression_skipped: why no expression classifier runs (stated in the report), if one was wanted.
     Returns: the report (also in ``report.json``).
     """
     from anon import report as reporting
@@ -227,6 +234,8 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
         before={n: [] for n in evaluators},
         detection=DetectionRate() if detector is not None else None,
         pose=PoseError() if pose_fn is not None else None)
+    if expression is not None:
+        metrics.expression = ExpressionAgreement(len(expression.names))
     names = list(attribute_names or getattr(attributes, "names", None) or [])
 
     lines, unreadable = [], []
@@ -247,10 +256,11 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
             batch.append((rec, original, anonymised, before))
         if batch:
             lines += _evaluate_batch(batch, evaluators, limits, detector, pose_fn, attributes, names, identities,
-                                     labels, fid, metrics)
+                                     labels, fid, metrics, expression)
 
-    report = _clean(_summarise(run_dir, records, lines, unreadable, evaluators, limits, metrics, names, fid,
-                               calibration))
+    report = _summarise(run_dir, records, lines, unreadable, evaluators, limits, metrics, names, fid, calibration)
+    report["expression"] = _expression_summary(metrics.expression, expression, expression_skipped)
+    report = _clean(report)
     lines = _clean(lines)
     _write_atomic(run_dir / VERIFICATION, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
     _write_atomic(run_dir / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -263,7 +273,7 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
 
 
 def _evaluate_batch(batch, evaluators, limits, detector, pose_fn, attributes, names, identities, labels, fid,
-                    metrics: _Metrics) -> list[dict]:
+                    metrics: _Metrics, expression=None) -> list[dict]:
     """Evaluate a list of ``(record, original, anonymised, before-or-None)``; returns their verification lines."""
     records = [b[0] for b in batch]
     originals, anonymised = [b[1] for b in batch], [b[2] for b in batch]
@@ -327,6 +337,13 @@ def _evaluate_batch(batch, evaluators, limits, detector, pose_fn, attributes, na
             changed = [n for n, x, y in zip(names, (po > 0.5).tolist(), (pa > 0.5).tolist()) if x != y]
             line["attributes"] = {"original": po.tolist(), "anonymised": pa.tolist(), "changed": changed}
 
+    if expression is not None:
+        prob = expression(originals + anonymised)  # one pass: equal-size crops share forward batches
+        prob_o, prob_a = prob[:len(originals)], prob[len(originals):]
+        metrics.expression.update(prob_o, prob_a)
+        for line, po, pa in zip(lines, prob_o, prob_a):
+            line["expression"] = _expression_line(po, pa, expression.names)
+
     if fid is not None:
         for o, a in zip(originals, anonymised):
             fid.update(torch.from_numpy(o).permute(2, 0, 1)[None].contiguous(), real=True)
@@ -337,6 +354,28 @@ def _evaluate_batch(batch, evaluators, limits, detector, pose_fn, attributes, na
         line["evaluable"] = bool(verdicts)
         line["pass"] = all(verdicts) and line.get("face_detected", True)
     return lines
+
+
+def _expression_line(po: torch.Tensor, pa: torch.Tensor, names) -> dict:
+    """One image's expressions: class names (None: no face), whether they agree, TV distance, probabilities."""
+    ok_o, ok_a = bool(torch.isfinite(po).all()), bool(torch.isfinite(pa).all())
+    label_o = names[int(po.argmax())] if ok_o else None
+    label_a = names[int(pa.argmax())] if ok_a else None
+    judged = ok_o and ok_a
+    return {"original": label_o, "anonymised": label_a, "same": (label_o == label_a) if judged else None,
+            "tv_distance": float(0.5 * (po - pa).abs().sum()) if judged else None,
+            "prob_original": [round(float(v), 5) for v in po] if ok_o else None,
+            "prob_anonymised": [round(float(v), 5) for v in pa] if ok_a else None}
+
+
+def _expression_summary(metric: ExpressionAgreement | None, expression, skipped: str | None) -> dict | None:
+    if metric is None:
+        return {"skipped": skipped} if skipped else None
+    e = metric.compute()
+    return {"agreement": e["agreement"].item(), "tv_distance": e["tv_distance"].item(), "same": int(e["same"]),
+            "count": int(e["count"]), "missing": int(e["missing"]), "classes": list(expression.names),
+            "classifier": getattr(expression, "description", type(expression).__name__),
+            "confusion": e["confusion"].tolist()}
 
 
 def _before_scores(evaluator, batch, t_o: torch.Tensor, dim: int) -> torch.Tensor | None:
@@ -392,7 +431,7 @@ def _summarise(run_dir, records, lines, unreadable, evaluators, limits, metrics:
         "manifest": {"identity_similarity_before": mean_of("identity_similarity_before"),
                      "identity_similarity_after": mean_of("identity_similarity_after"),
                      "loss_attribute": _mean_loss(records, "attribute")},
-        "detection": None, "pose": None, "attributes": None, "fid": None,
+        "detection": None, "pose": None, "attributes": None, "expression": None, "fid": None,
     }
     if metrics.detection is not None and evaluated:
         d = metrics.detection.compute()
@@ -497,6 +536,37 @@ def build_evaluators(cfg) -> tuple[dict, dict[str, str], object]:
     return evaluators, keys, detector
 
 
+def build_expression(cfg, detector=None):
+    """``cfg.expression`` (null or a classifier node, e.g. ``conf/expression/mini_xception.yaml``) ->
+    ``(ExpressionScorer, None)``, or ``(None, reason)`` when the classifier's optional package is not
+    installed (the report then says so), or ``(None, None)`` when none is configured.
+
+    Faces are the MTCNN crops of ``cfg.face_crop`` (the identity evaluators' crops) when a detector is
+    configured, else whole images.
+    """
+    from hydra.utils import instantiate
+
+    from anon.lite.packages import MissingPackageError
+    from anon.metrics.evaluators import FaceCropper
+    from anon.metrics.expression import ExpressionScorer
+    from anon.stages.common import pick_device
+
+    if not cfg.get("expression"):
+        return None, None
+    try:
+        net = instantiate(cfg.expression)
+    except Exception as err:  # Hydra wraps the loader's error
+        cause = err
+        while cause is not None and not isinstance(cause, MissingPackageError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        print(f"[anon] expression agreement not measured: {cause}", flush=True)
+        return None, str(cause)
+    crop = FaceCropper(detector, **cfg.face_crop) if detector is not None and cfg.get("face_crop") else None
+    return ExpressionScorer(net, crop=crop, batch_size=cfg.batch_size, device=pick_device(cfg.device)), None
+
+
 def evaluate(cfg) -> dict:
     """Run the stage from a composed ``conf/evaluate.yaml``."""
     from hydra.utils import instantiate
@@ -515,9 +585,11 @@ def evaluate(cfg) -> dict:
     pose = instantiate(pose) if pose is not None and not isinstance(pose, str) else pose
     fid = build_fid(cfg.fid.checkpoint) if cfg.get("fid") and cfg.fid.get("enabled") else None
     thresholds = {k: v for k, v in (cfg.get("thresholds") or {}).items()}
+    expression, expression_skipped = build_expression(cfg, detector)
     report = run_evaluate(cfg.run_dir, evaluators, detector=detector, thresholds=thresholds, attributes=attributes,
                           pose=pose, identities=identities, before_dir=cfg.get("before_dir"), calibration=calibration,
-                          calibration_keys=keys, fid=fid, batch_size=cfg.batch_size, plots=cfg.get("plots", True))
+                          calibration_keys=keys, fid=fid, batch_size=cfg.batch_size, plots=cfg.get("plots", True),
+                          expression=expression, expression_skipped=expression_skipped)
     for name, ev in report["evaluators"].items():
         rate = "n/a" if ev["reidentification_rate"] is None else f"{100 * ev['reidentification_rate']:.1f} %"
         print(f"[anon] {name}: re-identified {ev['reidentified']} of {ev['evaluable']} ({rate}) at threshold "
