@@ -3,6 +3,7 @@
     anon anonymize [hydra overrides]     anonymise a dataset (default when only overrides are given)
     anon pipeline [hydra overrides]      fakes -> invert -> pair -> anonymize, each stage cached
     anon evaluate run_dir=DIR [...]      verify a finished run image by image (report.md, verification.jsonl)
+    anon photos input=DIR output=DIR     anonymise every face of whole photos (same size and format out)
     anon download NAME|all [--dir DIR]   fetch and verify official checkpoints
 """
 from __future__ import annotations
@@ -22,12 +23,14 @@ def main(argv: list[str] | None = None) -> int:
         from anon.weights import download_main
 
         return download_main(argv[1:])
-    if command in ("pipeline", "evaluate"):
+    if command in ("pipeline", "evaluate", "photos"):
         sys.argv = [sys.argv[0], *argv[1:]]
         if command == "pipeline":
             from anon.stages.pipeline import pipeline_entry as entry
-        else:
+        elif command == "evaluate":
             from anon.stages.evaluate import evaluate_entry as entry
+        else:
+            from anon.photos_cli import photos_entry as entry
         entry()
         return 0
     if command == "anonymize" or "=" in command or command.startswith(("-", "+")):

@@ -1,0 +1,579 @@
+"""Full photographs in, full photographs out: detect every face, anonymise it, paste it back.
+
+    from anon.photos import Anonymizer
+    anonymizer = Anonymizer.from_config(["fakes.num_samples=500"])   # conf/photos.yaml (+ experiment=lite)
+    out = anonymizer(Image.open("group.jpg"))                        # PIL image or H x W x C uint8 array
+
+Per photo (``H x W x 3`` uint8 RGB, upright -- EXIF orientation is applied to PIL inputs):
+
+1. **detect** -- the detector (MTCNN) on a copy whose long side is at most ``detect_max_side``
+   (boxes and landmarks are mapped back to the photo's pixel-centre coordinates); detections with
+   probability below ``min_prob`` are dropped.
+2. **align** -- each face's FFHQ quad from its 5 landmarks (:class:`anon.data.align.AlignTransform`,
+   ``zoom`` as the generator's crops), resampled to an ``S x S`` crop in [-1, 1]. Only the *window*
+   of the photo that the quad covers goes to torch, never the whole photo. A face whose quad side is
+   below ``min_face_size`` pixels (``too_small``) or whose landmarks are unusable
+   (``bad_landmarks``) is not anonymised but follows ``small_face_policy``: ``leave`` (untouched),
+   ``blur`` (Gaussian, sigma ``blur_sigma`` x the box side) or ``fill`` (the region's mean colour),
+   inside a feathered ellipse ``region_scale`` times the detection box.
+3. **anonymise** -- the crops of all faces (of all photos given together) go through a
+   :class:`FaceAnonymizer` in batches of ``batch_size``: ``N x 3 x S x S`` in [-1, 1] -> the same.
+4. **paste back** -- each result is resampled onto its window by the inverse of its alignment
+   transform (:meth:`AlignTransform.unwarp`) and alpha-blended with a feathered mask defined in crop
+   coordinates ``(a, b)`` in [-1, 1]: ``alpha = smoothstep(clip(d / feather, 0, 1))`` with
+   ``d = 1 - max(|a|, |b|)`` (``mask_shape=square``) or ``d = 1 - sqrt(a^2 + b^2)`` (``ellipse``).
+   ``alpha`` is 0 on and outside the crop's border and rises smoothly inside it, so no box edge or
+   seam shows; every pixel outside all masks is returned bit for bit.
+
+Faces are pasted largest first, so a small face inside a larger face's crop ends on top.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image, ImageFilter, ImageOps
+
+from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
+from anon.errors import ConfigError
+
+POLICIES = ("leave", "blur", "fill")
+MASK_SHAPES = ("ellipse", "square")
+#: What each small-face policy records as the face's ``policy`` in the manifest.
+POLICY_RECORD = {"leave": "left", "blur": "blurred", "fill": "filled"}
+
+
+# ---------------------------------------------------------------------------------------------- face anonymisers
+@runtime_checkable
+class FaceAnonymizer(Protocol):
+    """Anonymises aligned face crops: ``N x 3 x S x S`` float in [-1, 1] -> ``N x 3 x S x S`` in [-1, 1].
+
+    Each output crop replaces the face of the matching input crop; it may be on any device.
+    """
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor: ...
+
+
+class IdentityFaceAnonymizer:
+    """Returns the crops unchanged: the paste-back path alone (tests, checking a detector setting)."""
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        return crops.clone()
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    """N x 3 x h x w -> N x 3 x size x size, bilinear with anti-aliasing (identity when already that size)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+class FalcoFaceAnonymizer:
+    """FALCO on face crops with a composed model set: invert, pick the nearest fake, optimise.
+
+    Args:
+        module: :class:`anon.module.FalcoModule` (generator, identity and attribute networks, loss,
+            latent layout, optimiser and schedule; ``module.optimise`` is the anonymisation loop).
+        inverter: ``images N x 3 x R x R [-1, 1] -> codes N x num_ws x w_dim`` (e.g.
+            :class:`anon.inversion.OptimisationInverter`).
+        pool_ids, pool_features: the fake pool (K ids, K x D pairing features of the fakes).
+        load_code: ``fake id -> its code (num_ws x w_dim)``.
+        pairing: network whose ``embed`` (else output) gives the pairing features of a crop
+            (the pipeline's ``pair`` stage uses the attribute network).
+        image_size: side the crops are resized to for inversion and optimisation (the pipeline's
+            ``dataset.image_size``); results are resized back to the crop size.
+
+    ``last`` holds per-crop facts of the latest call (fake id, pairing similarity, identity
+    similarity before / after).
+    """
+
+    def __init__(self, module, inverter, pool_ids: Sequence[str], pool_features: torch.Tensor, load_code,
+                 pairing: torch.nn.Module, image_size: int, device: torch.device | str = "cpu"):
+        if len(pool_ids) == 0 or len(pool_ids) != pool_features.shape[0]:
+            raise ConfigError("the fake pool is empty or its ids and features disagree (run the fakes stage)")
+        self.device = torch.device(device)
+        self.module = module.to(self.device)
+        self.inverter = inverter.to(self.device) if isinstance(inverter, torch.nn.Module) else inverter
+        self.pairing = pairing.to(self.device).eval()
+        self.pool_ids, self.pool_features = list(pool_ids), pool_features.float().cpu()
+        self.load_code = functools.lru_cache(maxsize=4096)(load_code)
+        self.image_size = int(image_size)
+        self.last: list[dict] = []
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, device: torch.device | str | None = None) -> "FalcoFaceAnonymizer":
+        """Networks from the config groups (``anon.run.build_module``, ``build_inverter``); the fake pool
+        from the pipeline's ``fakes`` stage (cached in ``stages.fakes_dir``, shared with ``anon pipeline``)."""
+        from hydra.utils import instantiate
+
+        from anon.run import build_module
+        from anon.stages.common import pick_device
+        from anon.stages.fakes import load_features
+        from anon.stages.pipeline import build_inverter
+
+        device = pick_device(cfg.get("device", "auto")) if device is None else torch.device(device)
+        module = build_module(cfg)
+        inverter = build_inverter(cfg, module.generator)
+        fakes_dir = cfg.stages.fakes_dir
+        print(f"[anon] fakes   -> {fakes_dir}", flush=True)
+        instantiate(cfg.fakes)(module.generator, module.attribute, stage_dir=fakes_dir, device=device)
+        ids, features = load_features(fakes_dir)
+
+        def load_code(fake: str) -> torch.Tensor:
+            return torch.load(f"{fakes_dir}/codes/{fake}.pt", map_location="cpu", weights_only=True)
+
+        return cls(module, inverter, ids, features, load_code, module.attribute, cfg.dataset.image_size, device)
+
+    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+        from anon.stages.fakes import embed
+        from anon.stages.pair import nearest_neighbours
+
+        size = crops.shape[-1]
+        x = _resize(crops.to(self.device, torch.float32), self.image_size)
+        with torch.no_grad():
+            codes = self.inverter(x)
+            similarity, index = nearest_neighbours(embed(self.pairing, x).float().cpu(), self.pool_features)
+        fakes = [self.pool_ids[int(i)] for i in index[:, 0]]
+        neighbours = torch.stack([self.load_code(f) for f in fakes]).to(self.device, codes.dtype)
+        result = self.module.optimise(x, codes, neighbours)
+        self.last = [{"fake": f, "pair_similarity": float(s),
+                      "identity_similarity_before": float(result["initial"]["similarity"][i]),
+                      "identity_similarity_after": float(result["final"]["similarity"][i])}
+                     for i, (f, s) in enumerate(zip(fakes, similarity[:, 0]))]
+        return _resize(result["images"].detach().float(), size).clamp(-1.0, 1.0).cpu()
+
+
+# ---------------------------------------------------------------------------------------------- per-face records
+@dataclass
+class Face:
+    """One detected face of a photo.
+
+    ``box``: (4,) ``x1, y1, x2, y2`` photo pixels; ``landmarks``: 5 x 2 ``(x, y)`` pixel centres;
+    ``status``: ``aligned`` | ``too_small`` | ``bad_landmarks``; ``policy``: what was done --
+    ``anonymised`` | ``left`` | ``blurred`` | ``filled``; ``transform``: the alignment (photo
+    coordinates) of an aligned face; ``window``: ``(x0, y0, x1, y1)`` photo region the face touches;
+    ``crop`` / ``result``: ``3 x S x S`` in [-1, 1] before / after anonymisation.
+    """
+
+    box: np.ndarray
+    prob: float
+    landmarks: np.ndarray
+    status: str = "aligned"
+    policy: str = "anonymised"
+    face_size: float | None = None
+    transform: AlignTransform | None = None
+    window: tuple[int, int, int, int] | None = None
+    crop: torch.Tensor | None = field(default=None, repr=False)
+    result: torch.Tensor | None = field(default=None, repr=False)
+    info: dict = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready manifest entry (no landmarks: the transform is enough to paste back)."""
+        return {"box": [round(float(v), 2) for v in self.box], "prob": round(float(self.prob), 4),
+                "face_size": None if self.face_size is None else round(float(self.face_size), 2),
+                "status": self.status, "policy": self.policy,
+                "transform": None if self.transform is None else self.transform.to_dict(), **self.info}
+
+
+@dataclass
+class PhotoResult:
+    """An anonymised photo: ``image`` H x W x 3 uint8 RGB and its faces (see :class:`Face`)."""
+
+    image: np.ndarray
+    faces: list[Face]
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        """``no_face`` (returned unchanged) or ``done``."""
+        return "done" if self.faces else "no_face"
+
+    @property
+    def changed(self) -> bool:
+        """Whether any pixel may differ from the input (a face anonymised, blurred or filled)."""
+        return any(f.policy != "left" for f in self.faces)
+
+
+@dataclass
+class _Pending:
+    key: Any
+    image: np.ndarray
+    faces: list[Face]
+    started: float
+
+    @property
+    def ready(self) -> bool:
+        return all(f.crop is None for f in self.faces)
+
+
+# ---------------------------------------------------------------------------------------------- geometry helpers
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _bounds(xs: np.ndarray, ys: np.ndarray, height: int, width: int, margin: int) -> tuple[int, int, int, int] | None:
+    """Integer window ``(x0, y0, x1, y1)`` holding every pixel whose centre is within ``margin`` px of the
+    points' bounding box, clipped to the photo; None when it leaves nothing."""
+    x0, x1 = max(int(np.floor(xs.min())) - margin, 0), min(int(np.ceil(xs.max())) + margin + 1, width)
+    y0, y1 = max(int(np.floor(ys.min())) - margin, 0), min(int(np.ceil(ys.max())) + margin + 1, height)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def _shifted(transform: AlignTransform, x0: int, y0: int) -> AlignTransform:
+    """The same transform in the coordinates of a window whose top-left pixel is ``(x0, y0)``."""
+    return AlignTransform(transform.quad - np.array([x0, y0], dtype=np.float64), transform.size)
+
+
+def feather_mask(transform: AlignTransform, height: int, width: int, shape: str = "ellipse",
+                 feather: float = 0.25) -> np.ndarray:
+    """Blend weight of an ``height x width`` canvas (float32 in [0, 1]) for a crop pasted by ``transform``.
+
+    Computed from each canvas pixel's crop coordinates ``(a, b)`` in [-1, 1] (module docstring):
+    0 on and outside the crop's border, 1 from ``feather`` (fraction of the half-side) inside it.
+    """
+    if shape not in MASK_SHAPES:
+        raise ConfigError(f"photos.mask_shape must be one of {MASK_SHAPES}, not {shape!r}")
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+    uv = transform.to_aligned(np.stack([xs, ys], axis=-1))
+    ab = (uv + 0.5) * (2.0 / transform.size) - 1.0
+    if shape == "square":
+        d = 1.0 - np.abs(ab).max(axis=-1)
+    else:
+        d = 1.0 - np.hypot(ab[..., 0], ab[..., 1])
+    return _smoothstep(d / max(float(feather), 1e-6)).astype(np.float32)
+
+
+def ellipse_mask(box: np.ndarray, window: tuple[int, int, int, int], scale: float, feather: float) -> np.ndarray:
+    """Feathered ellipse ``scale`` times the box (float32 window-sized, 1 inside, 0 outside)."""
+    x0, y0, x1, y1 = window
+    cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
+    rx, ry = max(0.5 * scale * (box[2] - box[0]), 0.5), max(0.5 * scale * (box[3] - box[1]), 0.5)
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    d = 1.0 - np.hypot((xs - cx) / rx, (ys - cy) / ry)
+    return _smoothstep(d / max(float(feather), 1e-6)).astype(np.float32)
+
+
+def _blend(out: np.ndarray, window: tuple[int, int, int, int], layer: np.ndarray, alpha: np.ndarray) -> None:
+    """``out[window] += alpha * (layer - out[window])`` in place, rounded; alpha 0 leaves a pixel exactly."""
+    x0, y0, x1, y1 = window
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    mixed = region + alpha[..., None] * (layer.astype(np.float32) - region)
+    out[y0:y1, x0:x1] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    """Temporarily run torch ops on ``n`` intra-op threads (None: unchanged)."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------------------------------------- image types
+def split_image(image: Image.Image) -> tuple[np.ndarray, Image.Image | None, str]:
+    """An upright PIL image -> (``H x W x 3`` uint8 RGB, alpha channel or None, mode to hand back)."""
+    mode = image.mode
+    alpha = None
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        alpha, rgb = rgba.getchannel("A"), rgba.convert("RGB")
+    else:
+        rgb = image.convert("RGB")
+    out_mode = mode if mode in ("RGB", "RGBA", "L", "LA") else ("RGBA" if alpha is not None else "RGB")
+    return np.asarray(rgb, dtype=np.uint8).copy(), alpha, out_mode
+
+
+def merge_image(rgb: np.ndarray, alpha: Image.Image | None, mode: str) -> Image.Image:
+    """Inverse of :func:`split_image`: RGB pixels (+ the untouched alpha) back in ``mode``."""
+    image = Image.fromarray(rgb, "RGB")
+    if alpha is not None:
+        image.putalpha(alpha)
+    return image if image.mode == mode else image.convert(mode)
+
+
+# ---------------------------------------------------------------------------------------------- the anonymiser
+class Anonymizer:
+    """Photos in, photos out (module docstring). Build it with :meth:`from_config` or directly.
+
+    Args:
+        detector: ``detect(H x W x 3 uint8) -> [(box (4,), prob, landmarks 5 x 2), ...]`` with a
+            ``min_face_size`` attribute (:class:`anon.nets.mtcnn.MTCNNDetector`).
+        face_anonymizer: a :class:`FaceAnonymizer`.
+        crop_size: side ``S`` of the aligned crops the face anonymiser takes.
+        zoom: crop tightness relative to FFHQ's (``align.zoom``; the lite DCGAN uses 0.6).
+        min_face_size: smallest FFHQ quad side (photo px) that is anonymised; smaller faces follow
+            ``small_face_policy``.
+        small_face_policy: ``leave`` | ``blur`` | ``fill`` for faces too small or not alignable.
+        detect_min_face_size: smallest face the detector searches (photo px, MTCNN box side); when the
+            photo is downscaled for detection the floor is ``12 x`` the downscale factor.
+        detect_max_side: detect on a copy with this long side at most (None: full size).
+        detect_threads: torch threads during detection (its many small ops run faster on one; None:
+            leave torch's setting).
+        min_prob: drop detections below this probability.
+        batch_size: faces per face-anonymiser call (across photos in :meth:`process_many`).
+        max_pending: photos held in memory while their faces wait for a full batch.
+        mask_shape, feather: the paste-back mask (module docstring).
+        blur_sigma, region_scale, region_feather: the ``blur`` / ``fill`` region (fractions of the box).
+        border_blur: FFHQ's padded-border blur for crops that reach past the photo's edge.
+    """
+
+    def __init__(self, detector, face_anonymizer: FaceAnonymizer, crop_size: int = 64, zoom: float = 1.0,
+                 min_face_size: float = 32.0, small_face_policy: str = "blur", detect_min_face_size: float = 20.0,
+                 detect_max_side: int | None = 2048, detect_threads: int | None = 1, min_prob: float = 0.0,
+                 batch_size: int = 16, max_pending: int = 8, mask_shape: str = "ellipse", feather: float = 0.25,
+                 blur_sigma: float = 0.2, region_scale: float = 1.3, region_feather: float = 0.3,
+                 border_blur: float = FFHQ_BORDER_BLUR):
+        if small_face_policy not in POLICIES:
+            raise ConfigError(f"photos.small_face_policy must be one of {POLICIES}, not {small_face_policy!r}")
+        if mask_shape not in MASK_SHAPES:
+            raise ConfigError(f"photos.mask_shape must be one of {MASK_SHAPES}, not {mask_shape!r}")
+        if int(batch_size) < 1 or int(max_pending) < 1:
+            raise ConfigError("photos.batch_size and photos.max_pending must be positive")
+        self.detector, self.face_anonymizer = detector, face_anonymizer
+        self.crop_size, self.zoom, self.min_face_size = int(crop_size), float(zoom), float(min_face_size)
+        self.small_face_policy = small_face_policy
+        self.detect_min_face_size = float(detect_min_face_size)
+        self.detect_max_side = None if not detect_max_side else int(detect_max_side)
+        self.detect_threads = None if not detect_threads else int(detect_threads)
+        self.min_prob, self.batch_size, self.max_pending = float(min_prob), int(batch_size), int(max_pending)
+        self.mask_shape, self.feather = mask_shape, float(feather)
+        self.blur_sigma, self.region_scale, self.region_feather = float(blur_sigma), float(region_scale), float(region_feather)
+        self.border_blur = float(border_blur)
+
+    # -- construction -----------------------------------------------------------------------------
+    @staticmethod
+    def compose(overrides: Sequence[str] = ()) -> DictConfig:
+        """``conf/photos.yaml`` with Hydra overrides (no Hydra runtime)."""
+        from hydra import compose, initialize_config_dir
+
+        from anon.run import CONFIG_DIR
+
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            return compose("photos", overrides=list(overrides))
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | Sequence[str] | None = None,
+                    face_anonymizer: FaceAnonymizer | None = None) -> "Anonymizer":
+        """From a composed ``photos`` config, or from overrides of it (a list of ``key=value`` strings).
+
+        ``photos.face_anonymizer``: ``falco`` (:class:`FalcoFaceAnonymizer` of the composed model set)
+        or ``identity``; an explicit ``face_anonymizer`` argument wins.
+        """
+        from hydra.utils import instantiate
+
+        if cfg is None or not isinstance(cfg, DictConfig):
+            cfg = cls.compose(list(cfg or ()))
+        p = cfg.photos
+        if face_anonymizer is None:
+            if p.face_anonymizer == "falco":
+                torch.manual_seed(int(cfg.get("seed", 0)))
+                face_anonymizer = FalcoFaceAnonymizer.from_config(cfg)
+            elif p.face_anonymizer == "identity":
+                face_anonymizer = IdentityFaceAnonymizer()
+            else:
+                raise ConfigError(f"photos.face_anonymizer must be falco or identity, not {p.face_anonymizer!r}")
+        settings = OmegaConf.to_container(p, resolve=True)
+        settings.pop("face_anonymizer")
+        detect = settings.pop("detect")
+        settings.update(detect_min_face_size=detect["min_face_size"], detect_max_side=detect["max_side"],
+                        detect_threads=detect["threads"], min_prob=detect["min_prob"])
+        detector = instantiate(cfg.detector)
+        return cls(detector, face_anonymizer, **settings)
+
+    # -- one photo, step by step ------------------------------------------------------------------
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Detected faces of ``image`` (H x W x 3 uint8), alignment checked, no crops yet."""
+        height, width = image.shape[:2]
+        scale = 1.0
+        small = image
+        if self.detect_max_side and max(height, width) > self.detect_max_side:
+            scale = max(height, width) / self.detect_max_side
+            size = (max(int(round(width / scale)), 1), max(int(round(height / scale)), 1))
+            small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        sx, sy = width / small.shape[1], height / small.shape[0]
+        self.detector.min_face_size = max(self.detect_min_face_size / max(sx, sy), 12.0) if scale > 1 \
+            else self.detect_min_face_size
+        with _torch_threads(self.detect_threads):
+            detections = self.detector.detect(small)
+        faces = []
+        for box, prob, landmarks in detections:
+            if float(prob) < self.min_prob:
+                continue
+            box = np.asarray(box, dtype=np.float64) * np.array([sx, sy, sx, sy])
+            landmarks = (np.asarray(landmarks, dtype=np.float64) + 0.5) * np.array([sx, sy]) - 0.5
+            faces.append(self._check(Face(box, float(prob), landmarks), height, width))
+        return faces
+
+    def _check(self, face: Face, height: int, width: int) -> Face:
+        """Alignment status, transform and window of a detection (the policy for those that fail)."""
+        try:
+            if face.landmarks.shape != (5, 2) or not np.all(np.isfinite(face.landmarks)):
+                raise ValueError("bad landmarks")
+            face.face_size = face_size(face.landmarks)
+            if not face.face_size > 0:
+                raise ValueError("degenerate landmarks")
+            transform = AlignTransform.from_landmarks(face.landmarks, self.crop_size, self.zoom)
+            window = _bounds(transform.quad[:, 0], transform.quad[:, 1], height, width, margin=2)
+            if window is None:
+                raise ValueError("the crop lies outside the photo")
+        except ValueError:
+            face.status = "bad_landmarks"
+        else:
+            if face.face_size < self.min_face_size:
+                face.status = "too_small"
+            else:
+                face.transform, face.window = transform, window
+        if face.status != "aligned":
+            face.policy = POLICY_RECORD[self.small_face_policy]
+        return face
+
+    def plan(self, image: np.ndarray) -> list[Face]:
+        """:meth:`detect`, then the aligned crop of every aligned face (from its window only)."""
+        faces = self.detect(image)
+        for face in faces:
+            if face.status == "aligned":
+                face.crop = self.crop(image, face)
+        return faces
+
+    def crop(self, image: np.ndarray, face: Face) -> torch.Tensor:
+        """``3 x S x S`` float crop in [-1, 1] of an aligned face, warped from its window only."""
+        x0, y0, x1, y1 = face.window
+        window = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1)[None]
+        window = window.float().div(127.5).sub(1.0)
+        return _shifted(face.transform, x0, y0).warp(window, border_blur=self.border_blur)[0]
+
+    def anonymise_crops(self, crops: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """All crops (N x 3 x S x S) through the face anonymiser, ``batch_size`` at a time.
+
+        Returns the anonymised crops (N x 3 x S x S, CPU) and per-crop facts (the anonymiser's ``last``
+        list where it keeps one, else empty dicts)."""
+        outs, facts = [], []
+        for start in range(0, crops.shape[0], self.batch_size):
+            part = crops[start:start + self.batch_size]
+            out = self.face_anonymizer(part)
+            if tuple(out.shape) != tuple(part.shape):
+                raise ValueError(f"the face anonymiser returned {tuple(out.shape)} for crops {tuple(part.shape)}")
+            outs.append(out.detach().float().cpu())
+            last = list(getattr(self.face_anonymizer, "last", None) or [])
+            facts += (last + [{}] * len(part))[:len(part)]
+        return (torch.cat(outs) if outs else crops.new_zeros(crops.shape)), facts
+
+    def paste(self, image: np.ndarray, faces: list[Face]) -> np.ndarray:
+        """A copy of ``image`` with every face's result pasted back and the policy applied to the rest."""
+        out = image.copy()
+        for face in sorted(faces, key=lambda f: -(f.face_size or 0.0)):
+            if face.status == "aligned":
+                if face.result is None:
+                    raise RuntimeError("paste before the face was anonymised")
+                self._paste_face(out, face)
+            elif face.policy in ("blurred", "filled"):
+                self._apply_policy(out, face)
+        return out
+
+    def _paste_face(self, out: np.ndarray, face: Face) -> None:
+        x0, y0, x1, y1 = face.window
+        local = _shifted(face.transform, x0, y0)
+        canvas, _ = local.unwarp(face.result[None].float(), (y1 - y0, x1 - x0))
+        layer = (canvas[0].permute(1, 2, 0).numpy() + 1.0) * 127.5
+        alpha = feather_mask(local, y1 - y0, x1 - x0, self.mask_shape, self.feather)
+        _blend(out, face.window, layer, alpha)
+
+    def _apply_policy(self, out: np.ndarray, face: Face) -> None:
+        height, width = out.shape[:2]
+        box = face.box
+        side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+        half = 0.5 * self.region_scale * np.array([box[2] - box[0], box[3] - box[1]])
+        centre = 0.5 * np.array([box[0] + box[2], box[1] + box[3]])
+        window = _bounds(np.array([centre[0] - half[0], centre[0] + half[0]]),
+                         np.array([centre[1] - half[1], centre[1] + half[1]]), height, width, margin=1)
+        if window is None:
+            return
+        face.window = window
+        alpha = ellipse_mask(box, window, self.region_scale, self.region_feather)
+        x0, y0, x1, y1 = window
+        if face.policy == "filled":
+            region = out[y0:y1, x0:x1].reshape(-1, 3)[alpha.reshape(-1) > 0.5]
+            colour = region.mean(axis=0) if region.size else out[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+            layer = np.broadcast_to(colour.astype(np.float32), (y1 - y0, x1 - x0, 3))
+        else:
+            sigma = self.blur_sigma * side
+            pad = int(np.ceil(3.0 * sigma))
+            bx0, by0 = max(x0 - pad, 0), max(y0 - pad, 0)
+            bx1, by1 = min(x1 + pad, width), min(y1 + pad, height)
+            blurred = Image.fromarray(out[by0:by1, bx0:bx1]).filter(ImageFilter.GaussianBlur(sigma))
+            layer = np.asarray(blurred)[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
+        _blend(out, window, layer, alpha)
+
+    # -- whole photos -----------------------------------------------------------------------------
+    def process(self, image: np.ndarray) -> PhotoResult:
+        """One upright ``H x W x 3`` uint8 RGB photo -> :class:`PhotoResult`."""
+        return next(iter(self.process_many([(None, image)])))[1]
+
+    def process_many(self, photos: Iterable[tuple[Any, np.ndarray]]) -> Iterator[tuple[Any, PhotoResult]]:
+        """``(key, H x W x 3 uint8)`` pairs -> ``(key, PhotoResult)`` as each photo is finished.
+
+        Faces of consecutive photos share batches of ``batch_size``; at most ``max_pending`` photos wait
+        in memory for a batch to fill (then a partial batch runs). Results may come out of input order.
+        """
+        pending: list[_Pending] = []
+        queue: list[Face] = []
+        for key, image in photos:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"expected an H x W x 3 uint8 RGB photo, got {image.dtype} {image.shape}")
+            started = time.perf_counter()
+            faces = self.plan(image)
+            pending.append(_Pending(key, image, faces, started))
+            queue += [f for f in faces if f.crop is not None]
+            while len(queue) >= self.batch_size:
+                self._run(queue[:self.batch_size])
+                del queue[:self.batch_size]
+            if len(pending) >= self.max_pending and queue:
+                self._run(queue)
+                queue = []
+            yield from self._finish(pending)
+        if queue:
+            self._run(queue)
+        yield from self._finish(pending)
+
+    def _run(self, faces: list[Face]) -> None:
+        out, facts = self.anonymise_crops(torch.stack([f.crop for f in faces]))
+        for face, result, extra in zip(faces, out, facts):
+            face.result, face.crop = result, None
+            face.info.update(extra)
+
+    def _finish(self, pending: list[_Pending]) -> Iterator[tuple[Any, PhotoResult]]:
+        for item in [p for p in pending if p.ready]:
+            pending.remove(item)
+            output = self.paste(item.image, item.faces)
+            for face in item.faces:
+                face.result = None
+            yield item.key, PhotoResult(output, item.faces, time.perf_counter() - item.started)
+
+    def __call__(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+        """Anonymise one photo: a PIL image (EXIF orientation applied; returned upright, same mode where
+        it is RGB/RGBA/L/LA, else RGB(A), without metadata) or a ``H x W``, ``H x W x 3`` or
+        ``H x W x 4`` uint8 array (returned in the same layout; alpha untouched)."""
+        if isinstance(image, Image.Image):
+            rgb, alpha, mode = split_image(ImageOps.exif_transpose(image))
+            return merge_image(self.process(rgb).image, alpha, mode)
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise TypeError(f"expected a PIL image or an H x W [x 3|4] uint8 array, got {array.dtype} {array.shape}")
+        if array.ndim == 3 and array.shape[2] == 3:
+            return self.process(array).image
+        rgb, alpha, mode = split_image(Image.fromarray(array))
+        return np.asarray(merge_image(self.process(rgb).image, alpha, mode))
