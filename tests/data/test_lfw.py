@@ -127,5 +127,5 @@ def test_hydra_config(sample):
     dm = instantiate(cfg.dataset)
     assert isinstance(dm, LFWDataModule) and dm.name == "lfw" and dm.pairs is None
     assert len(dm.image_paths()) == len({i for p in dm.verification_pairs() for i in (p.id_a, p.id_b)})
-    default = compose_config("dataset=lfw", "dataset.images=/data/lfw", "dataset.inversions=x", "dataset.neighbours=y")
-    assert default.dataset.verification_pairs == "/data/lfw/../pairs.txt"
+    default = compose_config("dataset=lfw", "dataset.images=datasets/lfw", "dataset.inversions=x", "dataset.neighbours=y")
+    assert default.dataset.verification_pairs == "datasets/lfw/../pairs.txt"
