@@ -1,5 +1,4 @@
 """Cluster runs without a cluster: SLURM rank detection, sweeps as separate jobs (submitit local)."""
-from pathlib import Path
 
 import pytest
 import yaml

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.errors import MissingCheckpointError
+from anon.nets.checkpoint import read_checkpoint
 
 DOWNLOAD_NAME = "fid_inception"
 FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -266,10 +266,7 @@ class FIDInceptionV3(nn.Module):
 
 def _read_state_dict(path: str | Path, name: str | None) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors; BatchNorm ``num_batches_tracked`` counters are added when absent."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingCheckpointError(path, name)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path, name)
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
         raise ValueError(f"{path}: not the pytorch-fid Inception-v3 state dict ({FILENAME})")
     for key in [k for k in state if k.endswith(".bn.running_var")]:

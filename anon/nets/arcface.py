@@ -12,7 +12,6 @@ No mean/std normalisation is applied: inputs are expected in [-1, 1] (the genera
 from __future__ import annotations
 
 import contextlib
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,44 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.errors import AnonError, MissingCheckpointError
+from anon.nets.checkpoint import read_state_dict
+from anon.nets.resize import resize_center_crop
 from anon.nets.irse import Backbone
 
 #: Name of the official weights for ``anon download``.
 WEIGHTS_NAME = "arcface_ir_se50"
 #: pSp's face crop (top, bottom, left, right) on a 256x256 image.
 PSP_CROP_256 = (35, 223, 32, 220)
-
-
-def _read_state_dict(path: str | Path, name: str | None) -> dict[str, torch.Tensor]:
-    """``torch.load`` a plain state dict (``weights_only=True``) or raise a one-line error."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingCheckpointError(path, name)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise AnonError(f"{path} holds more than tensors and cannot be read with weights_only=True: {err}") from None
-    if not isinstance(state, dict):
-        raise AnonError(f"{path} is not a state dict (found {type(state).__name__})")
-    return state
-
-
-def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """torchvision ``Resize(size, antialias=True)`` + ``CenterCrop(size)`` on a tensor.
-
-    B x C x H x W -> B x C x size x size: the shorter side becomes ``size`` (the longer one
-    ``int(size * long / short)``), bilinear with antialiasing, then the centre square is cut.
-    """
-    h, w = x.shape[-2:]
-    short, long = min(h, w), max(h, w)
-    if short != size:
-        new_long = int(size * long / short)
-        new_hw = (size, new_long) if h <= w else (new_long, size)
-        x = F.interpolate(x, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
-    h, w = x.shape[-2:]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return x[:, :, top : top + size, left : left + size]
 
 
 class ArcFaceIdentity(nn.Module):
@@ -103,7 +72,7 @@ class ArcFaceIdentity(nn.Module):
         top, bottom, left, right = self.crop_box
         if not (0 <= top < bottom <= self.resize and 0 <= left < right <= self.resize):
             raise ValueError(f"crop_box {self.crop_box} must lie inside a {self.resize}x{self.resize} image")
-        state = None if checkpoint is None else _read_state_dict(checkpoint, download_name)
+        state = None if checkpoint is None else read_state_dict(checkpoint, download_name)
         # with a checkpoint, build on the meta device: the loaded tensors become the parameters
         with torch.device("meta") if state is not None else contextlib.nullcontext():
             self.backbone = Backbone(input_size=input_size, num_layers=num_layers, mode=mode, drop_ratio=drop_ratio,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from anon.lite.packages import resolve
-from anon.nets.farl import load_checkpoint_file
+from anon.nets.checkpoint import read_checkpoint
 
 PACKAGED_WEIGHTS = "pkg://gan_face_generate/weights.tar"
 
@@ -72,7 +72,7 @@ class DCGANGenerator(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint_file(path, None)
+        ckpt = read_checkpoint(path, None)
         state = ckpt.get("netG_state_dict", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict) or "main.0.weight" not in state:
             raise ValueError(f"{path}: not a gan-face-generate DCGAN checkpoint (no netG_state_dict / main.0.weight)")

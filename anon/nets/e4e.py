@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.errors import AnonError, ConfigError, MissingCheckpointError
+from anon.errors import AnonError, ConfigError
+from anon.nets.checkpoint import read_checkpoint
 from anon.nets.irse import make_body, make_input_layer, resolve_stages, stage_end_indices
 
 #: Name of the official weights for ``anon download``.
@@ -144,18 +144,11 @@ class Encoder4Editing(nn.Module):
 
 def _read_checkpoint(path: str | Path, name: str | None = WEIGHTS_NAME) -> dict:
     """``torch.load`` an e4e training checkpoint with ``weights_only=True``; one-line errors."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MissingCheckpointError(path, name)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        # The official file stores opts as vars(argparse.Namespace): primitives only. A checkpoint
-        # that pickled the Namespace itself (or other objects) is refused rather than unpickled.
-        raise AnonError(
-            f"{path}: cannot be read with weights_only=True (its 'opts' or another entry is a pickled "
-            f"Python object, not a dict of primitives; re-save it with opts=vars(opts)): {err}"
-        ) from None
+    # The official file stores opts as vars(argparse.Namespace): primitives only. A checkpoint
+    # that pickled the Namespace itself (or other objects) is refused rather than unpickled.
+    ckpt = read_checkpoint(path, name, refused_hint=(
+        " (its 'opts' or another entry is a pickled Python object, not a dict of primitives; "
+        "re-save it with opts=vars(opts))"))
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise AnonError(f"{path}: not an e4e checkpoint (expected a dict with 'state_dict', 'opts', 'latent_avg')")
     opts = ckpt.get("opts", {})

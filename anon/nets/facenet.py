@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.nets.farl import load_checkpoint_file
+from anon.nets.checkpoint import read_checkpoint
 
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, kept by the PyTorch conversion
 NUM_CLASSES = {"vggface2": 8631, "casia-webface": 10575}
@@ -229,7 +229,7 @@ class FaceNetIdentity(nn.Module):
         self.frozen = frozen
         state = None
         if checkpoint is not None:
-            state = load_checkpoint_file(checkpoint, download_name)
+            state = read_checkpoint(checkpoint, download_name)
             if not isinstance(state, dict) or "conv2d_1a.conv.weight" not in state:
                 raise ValueError(f"{checkpoint}: not a facenet-pytorch InceptionResnetV1 state dict")
             if num_classes is None and "logits.weight" in state:

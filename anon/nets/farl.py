@@ -21,14 +21,14 @@ Image pipeline (input ``B x 3 x H x W``, any H, W):
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.errors import MissingCheckpointError
+from anon.nets.checkpoint import read_checkpoint
+from anon.nets.resize import resize_center_crop
 from anon.nets.vit import VisionTransformer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -40,44 +40,6 @@ PREPROCESS_MODES = ("clip", "raw")
 # no such modules; if a FaRL file carries them they are skipped. Any other unknown ``visual.*`` key
 # is an error.
 FARL_PRETRAINING_ONLY = ("visual.lm_transformer.", "visual.ln_lm.", "visual.lm_head.", "visual.mask_token")
-
-
-def resize_center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``Resize(size, antialias=True)`` then ``CenterCrop(size)`` as torchvision does on tensors.
-
-    The shorter side becomes ``size`` (the longer one ``int(size * long / short)``), bilinear with
-    antialiasing, ``align_corners=False``; the crop offset is ``round((side - size) / 2)``.
-
-    Args:
-        x: ``B x C x H x W`` float tensor (any range).
-    Returns:
-        ``B x C x size x size``; differentiable.
-    """
-    h, w = x.shape[-2:]
-    short, long = (w, h) if w <= h else (h, w)
-    new_short, new_long = size, int(size * long / short)
-    new_h, new_w = (new_long, new_short) if w <= h else (new_short, new_long)
-    if (new_h, new_w) != (h, w):
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    top = int(round((new_h - size) / 2.0))
-    left = int(round((new_w - size) / 2.0))
-    return x[..., top:top + size, left:left + size]
-
-
-def load_checkpoint_file(path: str | Path, name: str | None) -> object:
-    """``torch.load(path, weights_only=True)`` on CPU, with the project's missing-file error.
-
-    Raises:
-        MissingCheckpointError: ``path`` does not exist (the message names ``anon download <name>``).
-        ValueError: the file holds more than tensors and plain containers.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingCheckpointError(path, name)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(f"{path} is not a plain tensor checkpoint (weights_only load failed: {err})") from err
 
 
 def clip_visual_state_dict(ckpt: object, path: str | Path = "<checkpoint>") -> dict[str, torch.Tensor]:
@@ -121,7 +83,7 @@ class FarlAttributes(nn.Module):
             raise ValueError(f"preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}")
         self.preprocess = preprocess
         self.frozen = frozen
-        ckpt = None if checkpoint is None else load_checkpoint_file(checkpoint, download_name)  # fail fast
+        ckpt = None if checkpoint is None else read_checkpoint(checkpoint, download_name)  # fail fast
         self.visual = VisionTransformer(input_resolution, patch_size, width, layers, heads, output_dim)
         self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon.lite.packages import resolve
-from anon.nets.farl import load_checkpoint_file
+from anon.nets.checkpoint import read_checkpoint
 
 PACKAGED = {name: f"pkg://facenet_pytorch/data/{name}.pt" for name in ("pnet", "rnet", "onet")}
 
@@ -52,7 +52,7 @@ class _Net(nn.Module):
 
     def _load(self, checkpoint: str | Path | None) -> None:
         if checkpoint is not None:
-            state = load_checkpoint_file(resolve(checkpoint), None)
+            state = read_checkpoint(resolve(checkpoint), None)
             if not isinstance(state, dict):
                 raise ValueError(f"{checkpoint}: not a state dict")
             self.load_state_dict(state, strict=True)

@@ -19,7 +19,7 @@ def read_alignment(stage_dir: str | Path) -> dict[str, dict]:
     return latest_by_id(stage_dir, "alignment")
 
 
-def best_face(detections) -> "np.ndarray | None":
+def best_face(detections):
     """Landmarks of the most confident detection (ties: the larger box), or None."""
     if not detections:
         return None
