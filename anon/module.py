@@ -8,6 +8,7 @@ would mix images), and lets every rank write its own outputs. The optimisation l
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -25,6 +26,18 @@ from anon.preemption import StopFlag
 from anon.schedule import fractional_multistep
 from anon.summary import write_run_summary
 from anon.visuals import comparison_grid
+
+
+@contextmanager
+def tf32_enabled(enabled: bool):
+    """TF32 matmuls/convolutions inside the block only (the flags are process-wide)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    if enabled:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 class FalcoModule(pl.LightningModule):
@@ -49,12 +62,16 @@ class FalcoModule(pl.LightningModule):
             frozen from then on; the batch ends when all are done). ``null`` (paper): all steps.
         precision: ``32`` (paper), ``tf32`` (TF32 matmuls/convs on Ampere+ GPUs) or ``bf16``
             (autocast of the networks; the latent codes, the optimiser and the losses stay fp32).
+        channels_last: keep the networks' convolution weights and the images in NHWC memory layout.
+        compile: run each step's render + losses through ``torch.compile`` (compiled once per batch
+            shape on first use; a C++ compiler on CPU, Triton on GPU).
     """
 
     def __init__(self, generator: nn.Module, identity: nn.Module, attribute: nn.Module, loss: FalcoLoss,
                  latent: LatentLayout, optimizer: Callable | None = None, scheduler: Callable | None = None,
                  steps: int = 50, log_every: int = 1, log_images: bool = False, loss_resolution: int | None = None,
-                 early_stop_tolerance: float | None = None, precision: str = "32"):
+                 early_stop_tolerance: float | None = None, precision: str = "32", channels_last: bool = False,
+                 compile: bool = False):
         super().__init__()
         self.generator, self.identity, self.attribute = generator, identity, attribute
         for net in (generator, identity, attribute):
@@ -68,6 +85,8 @@ class FalcoModule(pl.LightningModule):
         if str(precision) not in ("32", "tf32", "bf16"):
             raise ValueError(f"module.precision must be 32, tf32 or bf16, not {precision!r}")
         self.precision = str(precision)
+        self.channels_last, self.compile = bool(channels_last), bool(compile)
+        self._compiled_step: Callable | None = None
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
         self._logged_steps = 0
@@ -88,23 +107,20 @@ class FalcoModule(pl.LightningModule):
         Returns ``ws`` (N x L x D final codes), ``images`` (N x 3 x R x R), and the per-sample loss terms
         ``initial`` (at the starting code) and ``final`` (at the returned code).
         """
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         frozen, start = self.latent.split(w_inversion, w_neighbour)
         trainable = start.clone().requires_grad_(True)
         optimizer = self.make_optimizer([trainable])
         scheduler = self.make_scheduler(optimizer, steps=self.steps)
         ref = self.loss.reference(self.identity, self.attribute, images)
-        render = {"resolution": self.loss_resolution} if self.loss_resolution else {}
-        if self.precision == "tf32":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        step_losses = self.step_function()
         initial = initial_images = None
         active = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         steps_taken = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
         for step in range(self.steps):
-            with autocast:
-                generated = self.generator(self.latent.compose(frozen, trainable), **render)
-                terms = self.loss(self.identity, self.attribute, generated, ref)
-            terms = {k: v.float() for k, v in terms.items()}
+            with tf32_enabled(self.precision == "tf32"):
+                generated, terms = step_losses(frozen, trainable, ref)
             if step == 0:
                 initial = {k: v.detach() for k, v in terms.items()}
                 initial_images = generated.detach() if keep_initial_images else None
@@ -114,7 +130,8 @@ class FalcoModule(pl.LightningModule):
                     break
                 held = trainable.detach().clone()
             optimizer.zero_grad(set_to_none=True)
-            terms["total"].sum().backward()  # sum, not mean: each code's gradient is its own image's
+            with tf32_enabled(self.precision == "tf32"):
+                terms["total"].sum().backward()  # sum, not mean: each code's gradient is its own image's
             optimizer.step()
             scheduler.step()
             if self.early_stop_tolerance is not None:
@@ -131,6 +148,26 @@ class FalcoModule(pl.LightningModule):
                 initial, initial_images = final, final_images
         return {"ws": ws.detach(), "images": final_images, "initial": initial, "final": final,
                 "initial_images": initial_images, "steps": steps_taken}
+
+    def _render_and_score(self, frozen: torch.Tensor, trainable: torch.Tensor, ref: dict):
+        """One step's forward: the W+ code rendered (at ``loss_resolution`` if set) and its loss terms."""
+        render = {"resolution": self.loss_resolution} if self.loss_resolution else {}
+        with torch.autocast(trainable.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            generated = self.generator(self.latent.compose(frozen, trainable), **render)
+            terms = self.loss(self.identity, self.attribute, generated, ref)
+        return generated, {k: v.float() for k, v in terms.items()}
+
+    def step_function(self) -> Callable:
+        """``(frozen, trainable, reference) -> (images, loss terms)`` for one step, with this module's
+        layout (channels_last) and compilation settings applied."""
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        for net in (self.generator, self.identity, self.attribute):
+            net.to(memory_format=layout)  # only 4-D weights change layout; a no-op when they have it
+        if not self.compile:
+            return self._render_and_score
+        if self._compiled_step is None:
+            self._compiled_step = torch.compile(self._render_and_score)
+        return self._compiled_step
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_predict_start(self) -> None:

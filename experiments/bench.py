@@ -2,12 +2,15 @@
 
     python experiments/bench.py                                  # tiny config on CPU: B = 1, 8, 16
     python experiments/bench.py --full --device cuda --batch-sizes 1 8 16 32 --json out.json
+    python experiments/bench.py --rows 16 16,channels_last 16,compile 16,loss32   # variants, one process
 
 Every row anonymises the same images for the same number of steps (the paper's 50 by default).
 The first row, ``official``, re-creates the official per-image loop: batch 1, fp32, grouped
 ("fused") modulated convolutions, full-resolution losses, no early stop -- so every speed-up is a
-ratio measured in the same run on the same machine. ``--full`` uses config-f 1024 + IR-SE-50 +
-FaRL ViT-B/16 with random weights (the compute of the real networks; no checkpoint needed).
+ratio measured in the same run on the same machine. Each row also reports how far its final
+identity similarity and attribute loss (both at full resolution) move from the official row's.
+``--full`` uses config-f 1024 + IR-SE-50 + FaRL ViT-B/16 with random weights (the compute of the
+real networks; no checkpoint needed).
 FLOPs are counted by ``torch.utils.flop_counter`` on one step (forward + backward).
 """
 from __future__ import annotations
@@ -59,36 +62,88 @@ def step_flops(module, images, w_inv, w_nb) -> float:
     return float(counter.get_total_flops() - final_only.get_total_flops())
 
 
-def measure(module, problem, batch_size: int, device: str, label: str, flops_per_step: float,
-            limit: int | None = None) -> dict:
+ROW_OPTIONS = {"bf16": ("precision", "bf16"), "tf32": ("precision", "tf32"), "fp32": ("precision", "32"),
+               "channels_last": ("channels_last", True), "compile": ("compile", True)}
+
+
+def parse_row(spec: str) -> dict:
+    """``"16,bf16,loss256,channels_last,compile"`` -> batch size and FalcoModule settings for one row."""
+    settings = {"precision": "32", "loss_resolution": None, "channels_last": False, "compile": False}
+    batch_size = None
+    for token in filter(None, spec.split(",")):
+        if token.isdigit():
+            batch_size = int(token)
+        elif token.startswith("loss") and token[4:].isdigit():
+            settings["loss_resolution"] = int(token[4:])
+        elif token in ROW_OPTIONS:
+            key, value = ROW_OPTIONS[token]
+            settings[key] = value
+        else:
+            raise SystemExit(f"error: unknown row option {token!r} in {spec!r} (a batch size, "
+                             f"lossN or one of {', '.join(ROW_OPTIONS)})")
+    if batch_size is None:
+        raise SystemExit(f"error: row {spec!r} names no batch size")
+    return {"batch_size": batch_size, "label": spec, **settings}
+
+
+def measure(module, problem, row: dict, device: str, flops_per_step: float, limit: int | None = None) -> dict:
     images, w_inv, w_nb = (t[:limit] for t in problem) if limit else problem
-    n = images.shape[0]
+    n, batch_size = images.shape[0], row["batch_size"]
     cuda = device.startswith("cuda")
-    module.optimise(images[:batch_size], w_inv[:batch_size], w_nb[:batch_size])  # warm-up
+    for key in ("precision", "loss_resolution", "channels_last", "compile"):
+        setattr(module, key, row[key])
+    started = time.perf_counter()
+    module.optimise(images[:batch_size], w_inv[:batch_size], w_nb[:batch_size])  # warm-up (and compile)
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
+    warmup = time.perf_counter() - started
     start = time.perf_counter()
-    sims = []
+    sims, attrs = [], []
     for i in range(0, n, batch_size):
         out = module.optimise(images[i:i + batch_size], w_inv[i:i + batch_size], w_nb[i:i + batch_size])
         sims.append(out["final"]["similarity"].float().cpu())
+        attrs.append(out["final"]["attribute"].float().cpu())
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    row = {"run": label, "batch_size": batch_size, "images": n, "seconds": seconds, "images_per_second": n / seconds,
-           "tflops": flops_per_step * module.steps * n / seconds / 1e12,
-           "final_similarity": torch.cat(sims).tolist()}
+    result = {"run": row["label"], **row, "images": n, "seconds": seconds, "warmup_seconds": warmup,
+              "images_per_second": n / seconds, "tflops": flops_per_step * module.steps * n / seconds / 1e12,
+              "final_similarity": torch.cat(sims).tolist(), "final_attribute_loss": torch.cat(attrs).tolist()}
     if cuda:
-        row["peak_memory_gib"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 30
-        row["memory_per_image_gib"] = row["peak_memory_gib"] / batch_size
-    return row
+        result["peak_memory_gib"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 30
+        result["memory_per_image_gib"] = result["peak_memory_gib"] / batch_size
+    return result
+
+
+def compare_to_official(rows: list[dict]) -> None:
+    """Speed-up and the change of the final (full-resolution) loss terms on the same first images."""
+    base = rows[0]["images_per_second"]
+    sim, attr = torch.tensor(rows[0]["final_similarity"]), torch.tensor(rows[0]["final_attribute_loss"])
+    for row in rows:
+        row["speedup"] = row["images_per_second"] / base
+        row["max_similarity_change"] = float((torch.tensor(row["final_similarity"][:len(sim)]) - sim).abs().max())
+        row["max_attribute_loss_change"] = float(
+            (torch.tensor(row["final_attribute_loss"][:len(attr)]) - attr).abs().max())
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'run':>28} {'img/s':>9} {'s/img':>8} {'TFLOP/s':>8} {'speed-up':>9} {'max|dsim|':>9} "
+          f"{'max|dattr|':>10} {'GiB/img':>8} {'warm-up s':>9}")
+    for row in rows:
+        mem = f"{row['memory_per_image_gib']:8.2f}" if "memory_per_image_gib" in row else f"{'-':>8}"
+        print(f"{row['run']:>28} {row['images_per_second']:9.3f} {1 / row['images_per_second']:8.3f} "
+              f"{row['tflops']:8.3f} {row['speedup']:8.2f}x {row['max_similarity_change']:9.4f} "
+              f"{row['max_attribute_loss_change']:10.4f} {mem} {row['warmup_seconds']:9.1f}", flush=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16])
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="rows after the official one, each 'B[,bf16|tf32][,lossN][,channels_last][,compile]' "
+                             "(default: one per --batch-sizes with --precision/--loss-resolution)")
     parser.add_argument("--images", type=int, default=16, help="images per row (a multiple of each B)")
     parser.add_argument("--baseline-images", type=int, default=None, help="images for the official row (default all)")
     parser.add_argument("--steps", type=int, default=50)
@@ -97,8 +152,15 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="32", choices=["32", "tf32", "bf16"])
     parser.add_argument("--loss-resolution", type=int, default=None)
     parser.add_argument("--overrides", nargs="*", default=[], help="more Hydra overrides")
-    parser.add_argument("--json", type=Path, help="also write the table here")
+    parser.add_argument("--json", type=Path, help="also write the table here (rewritten after every row)")
     args = parser.parse_args(argv)
+    suffix = ({"32": "", "tf32": ",tf32", "bf16": ",bf16"}[args.precision]
+              + (f",loss{args.loss_resolution}" if args.loss_resolution else ""))
+    specs = args.rows or [f"{b}{suffix}" for b in args.batch_sizes]
+    plan = [parse_row(spec) for spec in specs]
+    for row in plan:
+        if args.images % row["batch_size"]:
+            raise SystemExit(f"error: --images {args.images} is not a multiple of the batch size in {row['label']!r}")
 
     overrides = ["dataset.images=-", "dataset.inversions=-", "dataset.neighbours=-", f"module.steps={args.steps}",
                  *(FULL if args.full else []), *args.overrides]
@@ -109,30 +171,36 @@ def main(argv=None) -> int:
     problem = make_problem(module, args.images)
     flops = step_flops(module, *problem)
     print(f"device={args.device} ({torch.cuda.get_device_name() if args.device.startswith('cuda') else 'cpu'}) "
-          f"threads={torch.get_num_threads()} resolution={module.generator.resolution} steps={args.steps} "
-          f"images={args.images} step={flops / 1e9:.4g} GFLOP/image", flush=True)
+          f"torch={torch.__version__} threads={torch.get_num_threads()} resolution={module.generator.resolution} "
+          f"steps={args.steps} images={args.images} step={flops / 1e9:.4g} GFLOP/image", flush=True)
 
-    rows = []
+    def save(rows):
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({
+                "device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
+                else "cpu", "torch": torch.__version__, "steps": args.steps, "full": args.full,
+                "gflop_per_step_image": flops / 1e9, "rows": rows}, indent=2))
+
     module.generator.set_fused_modconv(True)
-    rows.append(measure(module, problem, 1, args.device, "official", flops, args.baseline_images))
+    rows = [measure(module, problem, {**parse_row("1"), "label": "official"}, args.device, flops,
+                    args.baseline_images)]
     module.generator.set_fused_modconv(False)
-    module.precision, module.loss_resolution = args.precision, args.loss_resolution
-    for b in args.batch_sizes:
-        rows.append(measure(module, problem, b, args.device, "anon", flops))
-    base = rows[0]["images_per_second"]
-    ref = torch.tensor(rows[0]["final_similarity"])  # the same first images in every row
-    print(f"{'run':>9} {'B':>3} {'img/s':>9} {'s/img':>8} {'GFLOP/s':>9} {'speed-up':>9} {'max|dsim|':>9} {'GiB/img':>8}")
-    for row in rows:
-        row["speedup"] = row["images_per_second"] / base
-        row["max_similarity_change"] = float((torch.tensor(row["final_similarity"][:len(ref)]) - ref).abs().max())
-        mem = f"{row['memory_per_image_gib']:8.2f}" if "memory_per_image_gib" in row else f"{'-':>8}"
-        print(f"{row['run']:>9} {row['batch_size']:>3} {row['images_per_second']:9.3f} "
-              f"{1 / row['images_per_second']:8.3f} {row['tflops'] * 1e3:9.1f} {row['speedup']:8.2f}x "
-              f"{row['max_similarity_change']:9.4f} {mem}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps({"device": args.device, "steps": args.steps, "full": args.full,
-                                         "precision": args.precision, "loss_resolution": args.loss_resolution,
-                                         "gflop_per_step_image": flops / 1e9, "rows": rows}, indent=2))
+    skipped = []
+    for row in plan:
+        try:
+            rows.append(measure(module, problem, row, args.device, flops))
+        except torch.OutOfMemoryError:  # a batch size too big for this device: say so, go on
+            torch.cuda.empty_cache()
+            skipped.append({"run": row["label"], "error": "out of memory"})
+            print(f"  skipped {row['label']}: out of memory", flush=True)
+            continue
+        compare_to_official(rows)
+        print(f"  done {row['label']}: {rows[-1]['images_per_second']:.3f} img/s", flush=True)
+        save(rows + skipped)  # a row that finished is kept even if a later one runs out of time
+    print_table(rows)
+    for row in skipped:
+        print(f"{row['run']:>28}  out of memory")
     return 0
 
 

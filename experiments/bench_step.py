@@ -1,6 +1,7 @@
 """One optimisation step of the paper's networks at batch 1: time and peak memory on this machine.
 
-    python experiments/bench_step.py [--device cpu] [--repeats 3]
+    python experiments/bench_step.py [--device cpu] [--repeats 3] [--batch-size 1]
+        [--channels-last] [--compile] [--loss-resolution 256] [--precision bf16]
 
 Config-f 1024 StyleGAN2 + ArcFace IR-SE-50 + FaRL ViT-B/16 with random weights (the same compute
 as the real checkpoints): one forward of the generator and both loss networks and one backward to
@@ -32,32 +33,41 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--loss-resolution", type=int, default=None)
+    parser.add_argument("--precision", default="32", choices=["32", "tf32", "bf16"])
     args = parser.parse_args(argv)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("anonymize", overrides=["dataset.images=-", "dataset.inversions=-", "dataset.neighbours=-",
                                               *FULL])
     torch.manual_seed(0)
     module = build_module(cfg).to(args.device)
-    g = module.generator
+    module.channels_last, module.compile = args.channels_last, args.compile
+    module.loss_resolution, module.precision = args.loss_resolution, args.precision
+    g, n = module.generator, args.batch_size
     with torch.no_grad():
-        w = g.mapping(torch.randn(2, g.z_dim, device=args.device))
-        target = g(w[:1]).clamp(-1, 1)
+        w = g.mapping(torch.randn(2 * n, g.z_dim, device=args.device))
+        target = torch.cat([g(w[i:i + 1]) for i in range(n)]).clamp(-1, 1)
         ref = module.loss.reference(module.identity, module.attribute, target)
-    frozen, trainable = module.latent.split(w[:1], w[1:])
+    frozen, trainable = module.latent.split(w[:n], w[n:])
+    step = module.step_function()
     print(f"device={args.device} threads={torch.get_num_threads()} after setup: peak RSS {peak_rss_gib():.2f} GiB",
           flush=True)
     times = []
     for _ in range(args.repeats):
         code = trainable.clone().requires_grad_(True)
         start = time.perf_counter()
-        terms = module.loss(module.identity, module.attribute, g(module.latent.compose(frozen, code)), ref)
+        _, terms = step(frozen, code, ref)
         terms["total"].sum().backward()
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         print(f"  forward+backward: {times[-1]:.2f} s", flush=True)
-    print(f"one step (1024 px G + IR-SE-50 + FaRL, B=1): median {sorted(times)[len(times) // 2]:.2f} s; "
-          f"peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    options = " ".join(f"{k}={v}" for k, v in vars(args).items() if k not in ("device", "repeats"))
+    print(f"one step (1024 px G + IR-SE-50 + FaRL; {options}): median {sorted(times)[len(times) // 2]:.2f} s "
+          f"= {sorted(times)[len(times) // 2] / n:.2f} s/image; peak RSS {peak_rss_gib():.2f} GiB", flush=True)
     return 0
 
 

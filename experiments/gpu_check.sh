@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one prepared run (< 8 minutes on one H100/H200): config-f 1024 + IR-SE-50 +
-# FaRL ViT-B/16 (random weights), paper settings (50 steps), the official per-image loop as baseline,
-# our batched loop at B = 8, 16, 32 in fp32, then bf16 and the 256 px loss path. Tables go to JSON.
+# FaRL ViT-B/16 (random weights), paper settings (50 steps). One process: the official per-image loop
+# as the baseline, then our batched loop in fp32, TF32, bf16, channels_last, the 256 px loss path and
+# torch.compile. Every finished row is written to JSON at once (a timeout keeps what was done); a batch
+# size that does not fit in memory is recorded as such and skipped.
 #   bash experiments/gpu_check.sh [--device cpu]     (CPU: a smoke run of the same script, tiny sizes)
-# On the lent GPU machine (no network) hydra-core/omegaconf/antlr4 travel as wheels in .whl/:
-#   pip download --no-deps -d .whl hydra-core==1.3.2 omegaconf==2.3.0 antlr4-python3-runtime==4.9.3
+# The lent GPU machine has no network and lacks hydra-core/omegaconf/antlr4: `make gpu-wheels` puts
+# them in .whl/ (git-ignored); carry .whl with the run and this script installs them into /tmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-outputs/gpu_check}"
 mkdir -p "$out"
 py=python3; [ -x .venv/bin/python ] && py=.venv/bin/python
-if ! $py -c "import hydra" 2>/dev/null && [ -d .whl ]; then
-  $py -m pip install -q --no-index --no-deps --target /tmp/anon_site .whl/*.whl
+if ! $py -c "import hydra" 2>/dev/null; then
+  [ -d .whl ] || { echo "error: hydra-core is not installed and .whl/ is absent (run: make gpu-wheels)" >&2; exit 2; }
+  $py -m pip install -q --no-index --no-deps --no-compile --target /tmp/anon_site .whl/*.whl
   export PYTHONPATH="/tmp/anon_site:${PYTHONPATH:-}"
 fi
 export PYTHONUNBUFFERED=1
 if [ "${1:-}" = "--device" ] && [ "${2:-}" = "cpu" ]; then
-  $py experiments/bench.py --device cpu --images 4 --batch-sizes 2 4 --steps 3 --json "$out/cpu_smoke.json"
+  $py experiments/bench.py --device cpu --images 4 --steps 3 --rows 2 4 4,channels_last 4,loss32 4,compile \
+    --json "$out/cpu_smoke.json"
   exit 0
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-timeout 300 $py experiments/bench.py --full --device cuda --images 32 --baseline-images 4 \
-  --batch-sizes 8 16 32 --json "$out/fp32.json"
-timeout 150 $py experiments/bench.py --full --device cuda --images 32 --baseline-images 2 \
-  --batch-sizes 16 32 --precision bf16 --loss-resolution 256 --json "$out/bf16_loss256.json"
+# fp32 needs ~4-5 GiB of activations per 1024 px image: B=16 is the largest fp32 row on an 80 GB card.
+timeout 450 $py experiments/bench.py --full --device cuda --images 32 --baseline-images 3 \
+  --rows 8 16 16,tf32 16,bf16 32,bf16 16,bf16,channels_last 32,bf16,loss256 16,bf16,compile \
+  --json "$out/gpu_bench.json" 2>&1 | tee "$out/gpu_bench.txt"

@@ -83,3 +83,46 @@ def test_bf16_autocast_keeps_codes_and_losses_fp32_and_close(tiny_problem):
     assert out["ws"].dtype == torch.float32 and out["final"]["total"].dtype == torch.float32
     # bf16 has ~3 significant digits: the end point moves little in identity similarity
     assert (out["final"]["similarity"] - reference["final"]["similarity"]).abs().max() < 0.05
+
+
+def test_channels_last_layout_gives_the_same_result(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    reference = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+    module.channels_last = True
+    try:
+        out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+        conv_weights = [p for p in module.generator.parameters() if p.dim() == 4]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    finally:
+        module.channels_last = False
+        module.optimise(images[:1], w_inv[:1], w_nb[:1])  # puts the weights back in NCHW
+    assert all(p.is_contiguous() for p in module.generator.parameters())
+    # Only the summation order of the convolutions changes: the end points agree to float rounding
+    # amplified by Adam's sign-like steps (each step moves a code entry by at most the lr, 0.01).
+    torch.testing.assert_close(out["final"]["similarity"], reference["final"]["similarity"], atol=1e-3, rtol=0)
+    assert (out["ws"] - reference["ws"]).abs().max() < 0.01 * module.steps
+
+
+def test_tf32_flags_are_restored_after_the_loop(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    module.precision, module.steps = "tf32", 1
+    try:
+        module.optimise(images[:1], w_inv[:1], w_nb[:1])
+    finally:
+        module.precision, module.steps = "32", 8
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_compiled_step_matches_the_eager_step(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    module.steps = 2
+    try:
+        reference = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+        module.compile = True
+        out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+    finally:
+        module.compile, module.steps = False, 8
+    assert module._compiled_step is not None
+    torch.testing.assert_close(out["initial"]["total"], reference["initial"]["total"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["final"]["similarity"], reference["final"]["similarity"], atol=1e-3, rtol=0)
