@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python experiments/bench.py
+	$(BIN)/python experiments/bench.py --rows 1 8 16 16,channels_last 16,loss32 16,compile
 	$(BIN)/python experiments/bench_step.py
 
 # The lent GPU machines have torch + Lightning but no hydra-core/omegaconf (and no network): their
