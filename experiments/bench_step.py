@@ -38,20 +38,23 @@ def main(argv=None) -> int:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--loss-resolution", type=int, default=None)
     parser.add_argument("--precision", default="32", choices=["32", "tf32", "bf16"])
+    parser.add_argument("--compare-eager", action="store_true",
+                        help="also run the plain step once and print how far these options move its outputs")
     args = parser.parse_args(argv)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("anonymize", overrides=["dataset.images=-", "dataset.inversions=-", "dataset.neighbours=-",
                                               *FULL])
     torch.manual_seed(0)
     module = build_module(cfg).to(args.device)
-    module.channels_last, module.compile = args.channels_last, args.compile
-    module.loss_resolution, module.precision = args.loss_resolution, args.precision
     g, n = module.generator, args.batch_size
     with torch.no_grad():
         w = g.mapping(torch.randn(2 * n, g.z_dim, device=args.device))
         target = torch.cat([g(w[i:i + 1]) for i in range(n)]).clamp(-1, 1)
         ref = module.loss.reference(module.identity, module.attribute, target)
     frozen, trainable = module.latent.split(w[:n], w[n:])
+    eager = one_step(module.step_function(), frozen, trainable, ref) if args.compare_eager else None
+    module.channels_last, module.compile = args.channels_last, args.compile
+    module.loss_resolution, module.precision = args.loss_resolution, args.precision
     step = module.step_function()
     print(f"device={args.device} threads={torch.get_num_threads()} after setup: peak RSS {peak_rss_gib():.2f} GiB",
           flush=True)
@@ -68,7 +71,25 @@ def main(argv=None) -> int:
     options = " ".join(f"{k}={v}" for k, v in vars(args).items() if k not in ("device", "repeats"))
     print(f"one step (1024 px G + IR-SE-50 + FaRL; {options}): median {sorted(times)[len(times) // 2]:.2f} s "
           f"= {sorted(times)[len(times) // 2] / n:.2f} s/image; peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+    if eager is not None:
+        report_deviation(eager, one_step(step, frozen, trainable, ref))
     return 0
+
+
+def one_step(step, frozen, trainable, ref) -> dict:
+    code = trainable.clone().requires_grad_(True)
+    _, terms = step(frozen, code, ref)
+    terms["total"].sum().backward()
+    return {"terms": {k: v.detach() for k, v in terms.items()}, "grad": code.grad}
+
+
+def report_deviation(eager: dict, other: dict) -> None:
+    """How far an option moves one step's loss terms and the gradient on the trainable rows."""
+    for key, value in eager["terms"].items():
+        print(f"  {key}: eager {value.tolist()} -> {other['terms'][key].tolist()}")
+    a, b = eager["grad"].flatten(), other["grad"].flatten()
+    print(f"  gradient: relative error {float((a - b).norm() / a.norm()):.3g}, "
+          f"cosine {float(torch.nn.functional.cosine_similarity(a, b, dim=0)):.6f}", flush=True)
 
 
 if __name__ == "__main__":
