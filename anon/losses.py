@@ -35,6 +35,10 @@ class Reference:
     embedding: torch.Tensor  # N x D, identity space
     tokens: torch.Tensor  # N x T x C, attribute space
 
+    def select(self, rows: torch.Tensor) -> "Reference":
+        """The references of some samples only (``rows``: indices into the batch)."""
+        return Reference(embedding=self.embedding[rows], tokens=self.tokens[rows])
+
 
 class FalcoLoss(nn.Module):
     """Weights and margin of the FALCO objective.

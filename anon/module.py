@@ -58,8 +58,10 @@ class FalcoModule(pl.LightningModule):
         loss_resolution: render the generator's skip output at this size for the losses during the
             steps (ArcFace and FaRL look at 256 / 224 px anyway); the final image is full size.
             ``null`` (paper): full resolution at every step.
-        early_stop_tolerance: stop optimising an image once ``|cos - m| <= tolerance`` (its code is
-            frozen from then on; the batch ends when all are done). ``null`` (paper): all steps.
+        early_stop_tolerance: stop optimising an image once ``|cos - m| <= tolerance``: its code is
+            frozen from then on and it leaves the batch (the steps render only the unfinished images;
+            the batch ends when all are done; logged step losses are means over those). ``null``
+            (paper): all steps.
         precision: ``32`` (paper), ``tf32`` (TF32 matmuls/convs on Ampere+ GPUs) or ``bf16``
             (autocast of the networks; the latent codes, the optimiser and the losses stay fp32).
         channels_last: keep the networks' convolution weights and the images in NHWC memory layout.
@@ -118,23 +120,32 @@ class FalcoModule(pl.LightningModule):
         initial = initial_images = None
         active = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
         steps_taken = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+        early_stop = self.early_stop_tolerance is not None
         for step in range(self.steps):
+            # With early stop, finished images leave the batch: only the unfinished ones are rendered.
+            rows = active.nonzero().squeeze(1) if early_stop and not active.all() else None
             with tf32_enabled(self.precision == "tf32"):
-                generated, terms = step_losses(frozen, trainable, ref)
+                if rows is None:
+                    generated, terms = step_losses(frozen, trainable, ref)
+                else:
+                    generated, terms = step_losses(frozen[rows], trainable[rows], ref.select(rows))
             if step == 0:
                 initial = {k: v.detach() for k, v in terms.items()}
                 initial_images = generated.detach() if keep_initial_images else None
-            if self.early_stop_tolerance is not None:
-                active &= terms["identity"].detach() > self.early_stop_tolerance
+            loss = terms["total"]
+            if early_stop:
+                unfinished = terms["identity"].detach() > self.early_stop_tolerance
+                active[rows if rows is not None else slice(None)] = unfinished
                 if not active.any():
                     break
                 held = trainable.detach().clone()
+                loss = loss[unfinished]
             optimizer.zero_grad(set_to_none=True)
             with tf32_enabled(self.precision == "tf32"):
-                terms["total"].sum().backward()  # sum, not mean: each code's gradient is its own image's
+                loss.sum().backward()  # sum, not mean: each code's gradient is its own image's
             optimizer.step()
             scheduler.step()
-            if self.early_stop_tolerance is not None:
+            if early_stop:
                 with torch.no_grad():  # finished images keep their code (Adam momentum would move it)
                     trainable[~active] = held[~active]
             steps_taken += active.long()

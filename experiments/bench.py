@@ -2,7 +2,7 @@
 
     python experiments/bench.py                                  # tiny config on CPU: B = 1, 8, 16
     python experiments/bench.py --full --device cuda --batch-sizes 1 8 16 32 --json out.json
-    python experiments/bench.py --rows 16 16,channels_last 16,compile 16,loss32   # variants, one process
+    python experiments/bench.py --rows 16 16,channels_last 16,compile 16,loss32 16,stop0.05  # one process
 
 Every row anonymises the same images for the same number of steps (the paper's 50 by default).
 The first row, ``official``, re-creates the official per-image loop: batch 1, fp32, grouped
@@ -67,20 +67,23 @@ ROW_OPTIONS = {"bf16": ("precision", "bf16"), "tf32": ("precision", "tf32"), "fp
 
 
 def parse_row(spec: str) -> dict:
-    """``"16,bf16,loss256,channels_last,compile"`` -> batch size and FalcoModule settings for one row."""
-    settings = {"precision": "32", "loss_resolution": None, "channels_last": False, "compile": False}
+    """``"16,bf16,loss256,stop0.02,channels_last,compile"`` -> batch size and FalcoModule settings."""
+    settings = {"precision": "32", "loss_resolution": None, "early_stop_tolerance": None, "channels_last": False,
+                "compile": False}
     batch_size = None
     for token in filter(None, spec.split(",")):
         if token.isdigit():
             batch_size = int(token)
         elif token.startswith("loss") and token[4:].isdigit():
             settings["loss_resolution"] = int(token[4:])
+        elif token.startswith("stop") and token[4:].replace(".", "", 1).isdigit():
+            settings["early_stop_tolerance"] = float(token[4:])
         elif token in ROW_OPTIONS:
             key, value = ROW_OPTIONS[token]
             settings[key] = value
         else:
             raise SystemExit(f"error: unknown row option {token!r} in {spec!r} (a batch size, "
-                             f"lossN or one of {', '.join(ROW_OPTIONS)})")
+                             f"lossN, stopTOL or one of {', '.join(ROW_OPTIONS)})")
     if batch_size is None:
         raise SystemExit(f"error: row {spec!r} names no batch size")
     return {"batch_size": batch_size, "label": spec, **settings}
@@ -90,7 +93,7 @@ def measure(module, problem, row: dict, device: str, flops_per_step: float, limi
     images, w_inv, w_nb = (t[:limit] for t in problem) if limit else problem
     n, batch_size = images.shape[0], row["batch_size"]
     cuda = device.startswith("cuda")
-    for key in ("precision", "loss_resolution", "channels_last", "compile"):
+    for key in ("precision", "loss_resolution", "early_stop_tolerance", "channels_last", "compile"):
         setattr(module, key, row[key])
     started = time.perf_counter()
     module.optimise(images[:batch_size], w_inv[:batch_size], w_nb[:batch_size])  # warm-up (and compile)
@@ -100,16 +103,19 @@ def measure(module, problem, row: dict, device: str, flops_per_step: float, limi
         base = torch.cuda.memory_allocated()
     warmup = time.perf_counter() - started
     start = time.perf_counter()
-    sims, attrs = [], []
+    sims, attrs, steps = [], [], []
     for i in range(0, n, batch_size):
         out = module.optimise(images[i:i + batch_size], w_inv[i:i + batch_size], w_nb[i:i + batch_size])
         sims.append(out["final"]["similarity"].float().cpu())
         attrs.append(out["final"]["attribute"].float().cpu())
+        steps.append(out["steps"].cpu())
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
+    steps_done = torch.cat(steps).float()  # all equal to module.steps unless early stop is on
     result = {"run": row["label"], **row, "images": n, "seconds": seconds, "warmup_seconds": warmup,
-              "images_per_second": n / seconds, "tflops": flops_per_step * module.steps * n / seconds / 1e12,
+              "images_per_second": n / seconds, "tflops": flops_per_step * float(steps_done.sum()) / seconds / 1e12,
+              "mean_steps": float(steps_done.mean()),
               "final_similarity": torch.cat(sims).tolist(), "final_attribute_loss": torch.cat(attrs).tolist()}
     if cuda:
         result["peak_memory_gib"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 30

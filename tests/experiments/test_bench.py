@@ -10,9 +10,10 @@ from bench import main, parse_row  # noqa: E402
 
 
 def test_row_specs_parse_into_module_settings():
-    row = parse_row("16,bf16,loss256,channels_last,compile")
-    assert row == {"batch_size": 16, "label": "16,bf16,loss256,channels_last,compile", "precision": "bf16",
-                   "loss_resolution": 256, "channels_last": True, "compile": True}
+    row = parse_row("16,bf16,loss256,stop0.02,channels_last,compile")
+    assert row == {"batch_size": 16, "label": "16,bf16,loss256,stop0.02,channels_last,compile",
+                   "precision": "bf16", "loss_resolution": 256, "early_stop_tolerance": 0.02,
+                   "channels_last": True, "compile": True}
     assert parse_row("8")["precision"] == "32" and parse_row("8")["loss_resolution"] is None
     with pytest.raises(SystemExit, match="unknown row option 'fp16'"):
         parse_row("8,fp16")
@@ -29,7 +30,7 @@ def test_tiny_benchmark_writes_a_consistent_table(tmp_path):
     assert table["gflop_per_step_image"] > 0
     official = rows[0]
     for row in rows:
-        assert row["images"] == 4 and len(row["final_similarity"]) == 4
+        assert row["images"] == 4 and len(row["final_similarity"]) == 4 and row["mean_steps"] == 2
         assert row["images_per_second"] == pytest.approx(4 / row["seconds"])
         assert row["speedup"] == pytest.approx(row["images_per_second"] / official["images_per_second"])
         change = max(abs(a - b) for a, b in zip(row["final_similarity"], official["final_similarity"]))
