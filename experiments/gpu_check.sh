@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one prepared run (< 8 minutes on one H100/H200): config-f 1024 + IR-SE-50 +
 # FaRL ViT-B/16 (random weights), paper settings (50 steps). One process: the official per-image loop
-# as the baseline, then our batched loop in fp32, TF32, bf16, channels_last, the 256 px loss path and
-# torch.compile. Every finished row is written to JSON at once (a timeout keeps what was done); a batch
+# as the baseline, then our batched loop in fp32, TF32, bf16, channels_last, the 256 px loss path,
+# early stop and torch.compile (last: it compiles first). Every finished row is written to JSON at once (a timeout keeps what was done); a batch
 # size that does not fit in memory is recorded as such and skipped.
 #   bash experiments/gpu_check.sh [--device cpu]     (CPU: a smoke run of the same script, tiny sizes)
 # The lent GPU machine has no network and lacks hydra-core/omegaconf/antlr4: `make gpu-wheels` puts
@@ -19,12 +19,14 @@ if ! $py -c "import hydra" 2>/dev/null; then
 fi
 export PYTHONUNBUFFERED=1
 if [ "${1:-}" = "--device" ] && [ "${2:-}" = "cpu" ]; then
-  $py experiments/bench.py --device cpu --images 4 --steps 3 --rows 2 4 4,channels_last 4,loss32 4,compile \
+  $py experiments/bench.py --device cpu --images 4 --steps 3 --rows 2 4 4,channels_last 4,loss32 4,stop0.05 4,compile \
     --json "$out/cpu_smoke.json"
   exit 0
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-# fp32 needs ~4-5 GiB of activations per 1024 px image: B=16 is the largest fp32 row on an 80 GB card.
+# fp32 needs ~2.8 GiB of activations per 1024 px image (measured on CPU): B=16 is the largest
+# fp32 row that surely fits an 80 GB card; bigger rows that do not fit are recorded as such.
 timeout 450 $py experiments/bench.py --full --device cuda --images 32 --baseline-images 3 \
-  --rows 8 16 16,tf32 16,bf16 32,bf16 16,bf16,channels_last 32,bf16,loss256 16,bf16,compile \
+  --rows 8 16 16,tf32 16,bf16 32,bf16 16,bf16,channels_last 32,bf16,loss256 16,bf16,stop0.05 \
+    16,bf16,compile 32,bf16,loss256,channels_last,compile \
   --json "$out/gpu_bench.json" 2>&1 | tee "$out/gpu_bench.txt"
