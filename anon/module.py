@@ -89,6 +89,7 @@ class FalcoModule(pl.LightningModule):
         self.precision = str(precision)
         self.channels_last, self.compile = bool(channels_last), bool(compile)
         self._compiled_step: Callable | None = None
+        self._layout_is_channels_last = False  # whether step_function put the networks in NHWC
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
         self._logged_steps = 0
@@ -171,9 +172,13 @@ class FalcoModule(pl.LightningModule):
     def step_function(self) -> Callable:
         """``(frozen, trainable, reference) -> (images, loss terms)`` for one step, with this module's
         layout (channels_last) and compilation settings applied."""
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
-        for net in (self.generator, self.identity, self.attribute):
-            net.to(memory_format=layout)  # only 4-D weights change layout; a no-op when they have it
+        if self.channels_last != self._layout_is_channels_last:
+            # Only on a change: by default each network keeps the layout it chose (MobileFaceNet runs
+            # NHWC on its own); switching the option back puts every network in NCHW.
+            layout = torch.channels_last if self.channels_last else torch.contiguous_format
+            for net in (self.generator, self.identity, self.attribute):
+                net.to(memory_format=layout)  # only 4-D weights change layout
+            self._layout_is_channels_last = self.channels_last
         if not self.compile:
             return self._render_and_score
         if self._compiled_step is None:

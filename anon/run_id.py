@@ -11,8 +11,9 @@ import json
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-# Keys that change how fast or how verbosely a run goes, never its per-image results.
-NON_RESULT_KEYS = {"batch_size", "num_workers", "limit", "log_every", "log_images"}
+# Keys that change how fast or how verbosely a run goes, never its per-image results beyond float
+# rounding (batch size, memory layout and compilation reorder sums; see tests/test_module.py).
+NON_RESULT_KEYS = {"batch_size", "num_workers", "limit", "log_every", "log_images", "channels_last", "compile"}
 
 
 def _strip(value):

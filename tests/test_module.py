@@ -95,7 +95,9 @@ def test_channels_last_layout_gives_the_same_result(tiny_problem):
         assert all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
     finally:
         module.channels_last = False
+        module.steps = 0
         module.optimise(images[:1], w_inv[:1], w_nb[:1])  # puts the weights back in NCHW
+        module.steps = 8
     assert all(p.is_contiguous() for p in module.generator.parameters())
     # Only the summation order of the convolutions changes: the end points agree to float rounding
     # amplified by Adam's sign-like steps (each step moves a code entry by at most the lr, 0.01).
@@ -146,3 +148,14 @@ def test_early_stop_leaves_unfinished_images_on_their_own_trajectory(tiny_proble
     torch.testing.assert_close(stopped["ws"][never], plain["ws"][never], atol=1e-5, rtol=0)
     # and a finished image keeps the code that met the tolerance
     assert (stopped["final"]["identity"][finished] <= tolerance + 1e-5).all()
+
+
+def test_default_layout_leaves_a_networks_own_choice_alone(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    module.identity.to(memory_format=torch.channels_last)  # as MobileFaceNet does for itself
+    try:
+        module.optimise(images[:1], w_inv[:1], w_nb[:1])
+        conv_weights = [p for p in module.identity.parameters() if p.dim() == 4]
+        assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
+    finally:
+        module.identity.to(memory_format=torch.contiguous_format)

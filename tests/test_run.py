@@ -88,3 +88,10 @@ def test_wandb_offline_logger(tiny_cfg, monkeypatch):
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert not list(runs[0].rglob("media/images/*")), "no face images are logged unless log_images is set"
+
+
+def test_speed_only_options_keep_the_run_folder_and_results_do_not(tiny_cfg):
+    base = tiny_cfg().run_name
+    assert tiny_cfg("module.compile=true", "module.channels_last=true", "dataset.batch_size=1").run_name == base
+    assert tiny_cfg("loss.margin=0.3").run_name != base
+    assert tiny_cfg("module.precision=bf16").run_name != base  # bf16 changes results beyond rounding
