@@ -95,3 +95,17 @@ def test_speed_only_options_keep_the_run_folder_and_results_do_not(tiny_cfg):
     assert tiny_cfg("module.compile=true", "module.channels_last=true", "dataset.batch_size=1").run_name == base
     assert tiny_cfg("loss.margin=0.3").run_name != base
     assert tiny_cfg("module.precision=bf16").run_name != base  # bf16 changes results beyond rounding
+
+
+def test_compiled_run_through_the_trainer_matches_the_eager_run(tiny_cfg, tmp_path):
+    eager = manifest(Path(anonymize(tiny_cfg("dataset.limit=4"))["run_dir"]))
+    compiled_cfg = tiny_cfg("dataset.limit=4", "module.compile=true", f"run_dir={tmp_path / 'compiled'}")
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    compiled = {r["id"]: r for r in manifest(Path(anonymize(compiled_cfg)["run_dir"]))}
+    assert counters["stats"]["unique_graphs"] >= 1, "the step was not compiled"
+    assert sorted(compiled) == sorted(r["id"] for r in eager)
+    for record in eager:
+        assert compiled[record["id"]]["identity_similarity_after"] == pytest.approx(
+            record["identity_similarity_after"], abs=1e-3)
