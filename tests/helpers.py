@@ -1,4 +1,4 @@
-"""Running the real command line in a subprocess, as a user would."""
+"""Test helpers: the real command line in a subprocess (as a user runs it), and shape-table counts."""
 from __future__ import annotations
 
 import json
@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,3 +32,9 @@ def shard_lines(run_dir: Path) -> list[dict]:
     for path in sorted(run_dir.glob("manifest.rank*.jsonl")):
         lines += [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     return lines
+
+
+def learned_parameter_count(shapes: dict) -> int:
+    """Numbers in a state-dict shape table, batch-norm running statistics left out."""
+    return sum(torch.Size(s).numel() for k, s in shapes.items()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from anon.errors import MissingCheckpointError
 from anon.nets.arcface import ArcFaceIdentity, resize_center_crop
+from tests.helpers import learned_parameter_count
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "identity"
 
@@ -89,8 +90,7 @@ def tiny(**kw) -> ArcFaceIdentity:
 # --------------------------------------------------------------------------------- (a) official
 def test_official_shape_facts_are_self_consistent():
     shapes = official_ir_se50_shapes()
-    params = sum(torch.Size(s).numel() for k, s in shapes.items()
-                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    params = learned_parameter_count(shapes)
     assert (len(shapes), params) == (IR_SE_50_NUM_ENTRIES, IR_SE_50_NUM_PARAMS)
 
 

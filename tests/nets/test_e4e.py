@@ -19,6 +19,7 @@ from anon.errors import AnonError, ConfigError, MissingCheckpointError
 from anon.nets.e4e import E4EInverter, Encoder4Editing
 
 from .test_arcface import official_ir_se_trunk_shapes
+from tests.helpers import learned_parameter_count
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -87,8 +88,7 @@ def tiny(**kw) -> E4EInverter:
 # --------------------------------------------------------------------------------- (a) official
 def test_official_shape_facts_are_self_consistent():
     shapes = official_e4e_encoder_shapes()
-    params = sum(torch.Size(s).numel() for k, s in shapes.items()
-                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    params = learned_parameter_count(shapes)
     assert (len(shapes), params) == (E4E_NUM_ENTRIES, E4E_NUM_PARAMS)
 
 
