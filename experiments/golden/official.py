@@ -1,0 +1,78 @@
+"""Shared plumbing of the golden-output scripts: bring the official code in from a fetched snapshot.
+
+The official repository is given as a git directory (``--official-git``, e.g. a bare mirror). Its
+Python sources at ``HEAD`` are exported into a temporary folder outside the project, which goes on
+``sys.path``; nothing of it is copied into the project. The commit is recorded with the outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import importlib.util
+import subprocess
+import sys
+import shutil
+import tempfile
+import types
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # the scripts import tests.golden_data (seeded weights, file format)
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def parse_args(description: str, **extra: str) -> argparse.Namespace:
+    """``--official-git DIR`` (required) plus one ``--<name> DIR`` per ``extra`` (help text as value)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--official-git", required=True, help="git directory of the official repository")
+    for name, help_text in extra.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", required=True, help=help_text)
+    return parser.parse_args()
+
+
+def export_sources(git_dir: str | Path, suffixes: tuple[str, ...] = (".py",)) -> tuple[Path, str]:
+    """Export the files of ``HEAD`` ending in ``suffixes`` to a fresh temporary folder.
+
+    Returns ``(folder, commit)``. Only source files are exported: mirrors may lack large binaries.
+    """
+    git = ["git", f"--git-dir={git_dir}"]
+    commit = subprocess.run(git + ["rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    names = subprocess.run(git + ["ls-tree", "-r", "--name-only", "HEAD"], check=True, capture_output=True,
+                           text=True).stdout.split("\n")
+    wanted = [n for n in names if n.endswith(suffixes)]
+    folder = Path(tempfile.mkdtemp(prefix="official_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    archive = subprocess.run(git + ["archive", "HEAD", "--", *wanted], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    if REPO_ROOT in folder.resolve().parents:
+        raise RuntimeError(f"official sources must stay outside the project, got {folder}")
+    return folder, commit
+
+
+def stub_module(name: str, **attrs) -> types.ModuleType:
+    """Register an empty module ``name`` (and its parents) for an import the used code never calls."""
+    parts = name.split(".")
+    for i in range(1, len(parts) + 1):
+        sub = ".".join(parts[:i])
+        if sub not in sys.modules:
+            sys.modules[sub] = types.ModuleType(sub)
+            if i > 1:
+                setattr(sys.modules[".".join(parts[:i - 1])], parts[i - 1], sys.modules[sub])
+    for key, value in attrs.items():
+        setattr(sys.modules[name], key, value)
+    return sys.modules[name]
+
+
+def load_file(module_name: str, path: Path) -> types.ModuleType:
+    """Import one official source file under ``module_name`` without running its package ``__init__``."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def source_record(repo: str, commit: str, files: list[str], **notes) -> dict:
+    """The provenance part of a golden JSON file."""
+    return {"official_repository": f"https://github.com/{repo}", "official_commit": commit,
+            "official_files": files, **notes}
