@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from anon.nets.arcface import ArcFaceIdentity
+from anon.nets.farl import FarlAttributes
 from tests.golden_data import assert_golden, read_golden, seeded_state, seeded_tensor
 
 
@@ -26,3 +27,14 @@ def test_arcface_ir_se50_matches_falco(tmp_path):
     torch.save(seeded_state(meta["layout"], meta["weight_seed"]), path)  # official format: a plain state dict
     model = ArcFaceIdentity.from_checkpoint(path)
     assert_golden(model(_input(meta, golden)), golden["features"])
+
+
+@torch.no_grad()
+def test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16(tmp_path):
+    meta, golden = read_golden("farl_vit_b16")
+    path = tmp_path / "FaRL-Base-Patch16-LAIONFace20M-ep64.pth"
+    torch.save({"state_dict": seeded_state(meta["layout"], meta["weight_seed"])}, path)  # FaRL's file format
+    model = FarlAttributes.from_checkpoint(path, preprocess="raw")  # FALCO's loss feeds values as given
+    x = _input(meta, golden)
+    assert_golden(model(x)[:, :: meta["token_step"]], golden["tokens"])
+    assert_golden(model.visual.embed(x), golden["embedding"])
