@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from anon.nets.arcface import ArcFaceIdentity
+from anon.nets.e4e import E4EInverter
 from anon.nets.farl import FarlAttributes
 from tests.golden_data import assert_golden, read_golden, seeded_state, seeded_tensor
 
@@ -38,3 +39,14 @@ def test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16(tmp_path):
     x = _input(meta, golden)
     assert_golden(model(x)[:, :: meta["token_step"]], golden["tokens"])
     assert_golden(model.visual.embed(x), golden["embedding"])
+
+
+@torch.no_grad()
+def test_e4e_codes_match_falco_get_latents(tmp_path):
+    meta, golden = read_golden("e4e_encoder")
+    latent_avg = seeded_tensor(meta["latent_avg_shape"], meta["latent_avg_seed"], *meta["latent_avg_range"])
+    path = tmp_path / "e4e_ffhq_encode.pt"
+    torch.save({"state_dict": seeded_state(meta["layout"], meta["weight_seed"]), "opts": meta["opts"],
+                "latent_avg": latent_avg}, path)
+    model = E4EInverter.from_checkpoint(path)  # the number of W+ layers comes from opts.stylegan_size
+    assert_golden(model(_input(meta, golden)), golden["codes"])
