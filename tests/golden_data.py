@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -28,28 +29,49 @@ def seeded_tensor(shape, seed: int, low: float = -1.0, high: float = 1.0) -> tor
     return torch.rand(tuple(shape), generator=g) * (high - low) + low
 
 
-def _seeded_entry(key: str, shape: tuple, g: torch.Generator) -> torch.Tensor:
+def _seeded_entry(key: str, shape: tuple, g: torch.Generator, equalized_lr: bool) -> torch.Tensor:
     """One state-dict tensor with a scale that keeps activations finite through deep networks.
 
-    Matrices and kernels: normal / sqrt(fan-in); batch-norm running variances in [0.5, 1.5);
-    running means and biases 0.1 * normal; other vectors named ``weight`` (norm scales, PReLU slopes)
-    uniform in [0.2, 1.2); any other tensor 0.1 * normal.
+    Matrices and kernels: normal / sqrt(fan-in), or plain normal with ``equalized_lr`` (StyleGAN's
+    equalised learning rate stores weights at unit scale and rescales them at run time); batch-norm
+    running variances in [0.5, 1.5); running means and biases 0.1 * normal; other vectors named
+    ``weight`` (norm scales, PReLU slopes) uniform in [0.2, 1.2); any other tensor 0.1 * normal.
     """
     if key.endswith("num_batches_tracked"):
         return torch.tensor(0, dtype=torch.long)
     if key.endswith("running_var"):
         return torch.rand(shape, generator=g) + 0.5
-    if len(shape) >= 2 and not key.endswith("embedding"):
-        return torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
+    if len(shape) >= 2 and (equalized_lr or not key.endswith("embedding")):
+        gain = 1.0 if equalized_lr else 1.0 / math.sqrt(math.prod(shape[1:]))
+        return torch.randn(shape, generator=g) * gain
     if key.endswith("weight"):
         return torch.rand(shape, generator=g) + 0.2
     return 0.1 * torch.randn(shape, generator=g)
 
 
-def seeded_state(layout: list, seed: int) -> dict[str, torch.Tensor]:
-    """A state dict with the keys and shapes of ``layout`` (``[[key, shape], ...]``, official order)."""
+def seeded_state(layout: list, seed: int, equalized_lr: bool = False, rules: list = ()) -> dict[str, torch.Tensor]:
+    """A state dict with the keys and shapes of ``layout`` (``[[key, shape], ...]``, official order).
+
+    ``rules``: ``[[regex, scale, shift], ...]``; a key matching ``regex`` gets ``value * scale + shift``
+    (e.g. weights stored divided by a learning-rate multiplier, biases initialised at 1).
+    """
     g = torch.Generator().manual_seed(seed)
-    return {key: _seeded_entry(key, tuple(shape), g) for key, shape in layout}
+    state = {key: _seeded_entry(key, tuple(shape), g, equalized_lr) for key, shape in layout}
+    for pattern, scale, shift in rules:
+        for key in state:
+            if re.search(pattern, key):
+                state[key] = state[key] * scale + shift
+    return state
+
+
+def golden_state(meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official state dict a golden file was made with: seeded tensors, plus the official constants
+    (e.g. FIR filter buffers) stored in the ``.pt`` as ``constant.<key>``."""
+    state = seeded_state(meta["layout"], meta["weight_seed"], **meta.get("seeding", {}))
+    for key, value in tensors.items():
+        if key.startswith("constant."):
+            state[key[len("constant."):]] = value
+    return state
 
 
 def state_layout(state: dict[str, torch.Tensor]) -> list:

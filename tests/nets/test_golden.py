@@ -12,7 +12,8 @@ import torch
 from anon.nets.arcface import ArcFaceIdentity
 from anon.nets.e4e import E4EInverter
 from anon.nets.farl import FarlAttributes
-from tests.golden_data import assert_golden, read_golden, seeded_state, seeded_tensor
+from anon.nets.stylegan2_loaders import load_stylegan2
+from tests.golden_data import assert_golden, golden_state, read_golden, seeded_tensor
 
 
 def _input(meta: dict, tensors: dict) -> torch.Tensor:
@@ -25,7 +26,7 @@ def _input(meta: dict, tensors: dict) -> torch.Tensor:
 def test_arcface_ir_se50_matches_falco(tmp_path):
     meta, golden = read_golden("arcface_ir_se50")
     path = tmp_path / "model_ir_se50.pth"
-    torch.save(seeded_state(meta["layout"], meta["weight_seed"]), path)  # official format: a plain state dict
+    torch.save(golden_state(meta, golden), path)  # official format: a plain state dict
     model = ArcFaceIdentity.from_checkpoint(path)
     assert_golden(model(_input(meta, golden)), golden["features"])
 
@@ -34,7 +35,7 @@ def test_arcface_ir_se50_matches_falco(tmp_path):
 def test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16(tmp_path):
     meta, golden = read_golden("farl_vit_b16")
     path = tmp_path / "FaRL-Base-Patch16-LAIONFace20M-ep64.pth"
-    torch.save({"state_dict": seeded_state(meta["layout"], meta["weight_seed"])}, path)  # FaRL's file format
+    torch.save({"state_dict": golden_state(meta, golden)}, path)  # FaRL's file format
     model = FarlAttributes.from_checkpoint(path, preprocess="raw")  # FALCO's loss feeds values as given
     x = _input(meta, golden)
     assert_golden(model(x)[:, :: meta["token_step"]], golden["tokens"])
@@ -46,7 +47,19 @@ def test_e4e_codes_match_falco_get_latents(tmp_path):
     meta, golden = read_golden("e4e_encoder")
     latent_avg = seeded_tensor(meta["latent_avg_shape"], meta["latent_avg_seed"], *meta["latent_avg_range"])
     path = tmp_path / "e4e_ffhq_encode.pt"
-    torch.save({"state_dict": seeded_state(meta["layout"], meta["weight_seed"]), "opts": meta["opts"],
+    torch.save({"state_dict": golden_state(meta, golden), "opts": meta["opts"],
                 "latent_avg": latent_avg}, path)
     model = E4EInverter.from_checkpoint(path)  # the number of W+ layers comes from opts.stylegan_size
     assert_golden(model(_input(meta, golden)), golden["codes"])
+
+
+@torch.no_grad()
+def test_stylegan2_rosinality_synthesis_and_mapping_match_the_official_generator(tmp_path):
+    meta, golden = read_golden("stylegan2_rosinality")
+    latent_avg = seeded_tensor((512,), meta["latent_avg_seed"])
+    path = tmp_path / "stylegan2-ffhq-config-f.pt"
+    torch.save({"g_ema": golden_state(meta, golden), "latent_avg": latent_avg}, path)  # rosinality's format
+    g = load_stylegan2(path)
+    assert_golden(g(seeded_tensor(meta["ws_shape"], meta["ws_seed"], *meta["ws_range"])), golden["images"])
+    assert_golden(g.mapping(golden["z"])[:, 0], golden["w"])
+    torch.testing.assert_close(g.w_avg, latent_avg, rtol=0, atol=0)
