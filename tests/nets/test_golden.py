@@ -63,3 +63,13 @@ def test_stylegan2_rosinality_synthesis_and_mapping_match_the_official_generator
     assert_golden(g(seeded_tensor(meta["ws_shape"], meta["ws_seed"], *meta["ws_range"])), golden["images"])
     assert_golden(g.mapping(golden["z"])[:, 0], golden["w"])
     torch.testing.assert_close(g.w_avg, latent_avg, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_stylegan2_genforce_synthesis_and_truncated_mapping_match_falco(tmp_path):
+    meta, golden = read_golden("stylegan2_genforce")
+    path = tmp_path / "stylegan2_ffhq1024.pth"
+    torch.save({"generator_smooth": golden_state(meta, golden)}, path)  # GenForce's format, as FALCO reads it
+    g = load_stylegan2(path)
+    assert_golden(g(seeded_tensor(meta["ws_shape"], meta["ws_seed"], *meta["ws_range"])), golden["images"])
+    assert_golden(g.mapping(golden["z"], truncation_psi=meta["truncation_psi"]), golden["w"])
