@@ -14,6 +14,7 @@ from anon.nets.e4e import E4EInverter
 from anon.nets.farl import FarlAttributes
 from anon.nets.stylegan2_loaders import load_stylegan2
 from tests.golden_data import assert_golden, golden_state, read_golden, seeded_tensor
+from tests.nets.test_stylegan2 import nvidia_pickle_bytes
 
 
 def _input(meta: dict, tensors: dict) -> torch.Tensor:
@@ -71,5 +72,16 @@ def test_stylegan2_genforce_synthesis_and_truncated_mapping_match_falco(tmp_path
     path = tmp_path / "stylegan2_ffhq1024.pth"
     torch.save({"generator_smooth": golden_state(meta, golden)}, path)  # GenForce's format, as FALCO reads it
     g = load_stylegan2(path)
+    assert_golden(g(seeded_tensor(meta["ws_shape"], meta["ws_seed"], *meta["ws_range"])), golden["images"])
+    assert_golden(g.mapping(golden["z"], truncation_psi=meta["truncation_psi"]), golden["w"])
+
+
+@torch.no_grad()
+def test_stylegan2_nvidia_synthesis_and_truncated_mapping_match_the_official_generator(tmp_path):
+    meta, golden = read_golden("stylegan2_nvidia")
+    path = tmp_path / "ffhq.pkl"
+    path.write_bytes(nvidia_pickle_bytes(golden_state(meta, golden), meta["arch"]))  # network pickle layout
+    g = load_stylegan2(path)
+    assert g.init_kwargs == meta["arch"]  # conv_clamp and mapping_lr_mul come from the pickle
     assert_golden(g(seeded_tensor(meta["ws_shape"], meta["ws_seed"], *meta["ws_range"])), golden["images"])
     assert_golden(g.mapping(golden["z"], truncation_psi=meta["truncation_psi"]), golden["w"])
