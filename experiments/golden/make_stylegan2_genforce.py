@@ -17,8 +17,8 @@ import sys
 
 import torch
 
-from official import export_sources, parse_args, source_record
-from tests.golden_data import golden_state, seeded_tensor, state_layout, write_golden
+from official import export_sources, parse_args, seed_official_model, source_record
+from tests.golden_data import seeded_tensor, write_golden
 
 WEIGHT_SEED, W_SEED, Z_SEED, BATCH, SIZE, PSI = 15041, 15042, 15043, 2, 64, 0.7
 SEEDING = dict(equalized_lr=True, rules=[[r"^mapping\.dense\d+\.(weight|bias)$", 100.0, 0.0]])
@@ -30,12 +30,7 @@ def main() -> None:
     sys.path.insert(0, str(src))
     genforce = importlib.import_module("models.genforce.models")
     g = genforce.build_generator(gan_type="stylegan2", resolution=SIZE, latent_is_w=True).eval()
-    fresh = g.state_dict()
-    constants = {k: v for k, v in fresh.items() if k.endswith("kernel")}  # FIR buffers made by __init__
-    layout = state_layout({k: v for k, v in fresh.items() if k not in constants})
-    constant_tensors = {f"constant.{k}": v for k, v in constants.items()}
-    g.load_state_dict(golden_state(dict(layout=layout, weight_seed=WEIGHT_SEED, seeding=SEEDING), constant_tensors),
-                      strict=True)
+    layout, constant_tensors = seed_official_model(g, WEIGHT_SEED, SEEDING, "kernel")  # FIR buffers stay official
 
     wp = seeded_tensor((BATCH, g.num_layers, g.w_space_dim), W_SEED)
     z = torch.randn(BATCH, g.z_space_dim, generator=torch.Generator().manual_seed(Z_SEED))

@@ -20,8 +20,8 @@ import sys
 
 import torch
 
-from official import export_sources, parse_args, source_record
-from tests.golden_data import golden_state, seeded_tensor, state_layout, write_golden
+from official import export_sources, parse_args, seed_official_model, source_record
+from tests.golden_data import seeded_tensor, write_golden
 
 WEIGHT_SEED, W_SEED, Z_SEED, BATCH, PSI = 15051, 15052, 15053, 2, 0.7
 ARCH = dict(resolution=64, z_dim=512, w_dim=512, mapping_layers=8, channel_base=32768, channel_max=512,
@@ -39,12 +39,7 @@ def main() -> None:
                            img_channels=3, mapping_kwargs=dict(num_layers=ARCH["mapping_layers"]),
                            synthesis_kwargs=dict(channel_base=ARCH["channel_base"], channel_max=ARCH["channel_max"],
                                                  num_fp16_res=0, conv_clamp=ARCH["conv_clamp"])).eval()
-    fresh = g.state_dict()
-    constants = {k: v for k, v in fresh.items() if k.endswith("resample_filter")}  # FIR buffers made by __init__
-    layout = state_layout({k: v for k, v in fresh.items() if k not in constants})
-    constant_tensors = {f"constant.{k}": v for k, v in constants.items()}
-    g.load_state_dict(golden_state(dict(layout=layout, weight_seed=WEIGHT_SEED, seeding=SEEDING), constant_tensors),
-                      strict=True)
+    layout, constant_tensors = seed_official_model(g, WEIGHT_SEED, SEEDING, "resample_filter")  # FIR: official
 
     ws = seeded_tensor((BATCH, g.num_ws, g.w_dim), W_SEED)
     z = torch.randn(BATCH, g.z_dim, generator=torch.Generator().manual_seed(Z_SEED))

@@ -19,8 +19,8 @@ import sys
 import torch
 import torch.utils.cpp_extension
 
-from official import export_sources, load_file, parse_args, source_record
-from tests.golden_data import golden_state, seeded_tensor, state_layout, write_golden
+from official import export_sources, load_file, parse_args, seed_official_model, source_record
+from tests.golden_data import seeded_tensor, write_golden
 
 WEIGHT_SEED, W_SEED, Z_SEED, BATCH, SIZE, STYLE_DIM, N_MLP = 15031, 15032, 15033, 2, 64, 512, 8
 SEEDING = dict(equalized_lr=True, rules=[[r"^style\.\d+\.(weight|bias)$", 100.0, 0.0],
@@ -43,12 +43,7 @@ def main() -> None:
     src, commit = export_sources(args.official_git)
     model = import_model(src)
     g = model.Generator(SIZE, STYLE_DIM, N_MLP).eval()
-    fresh = g.state_dict()
-    constants = {k: v for k, v in fresh.items() if k.endswith("kernel")}  # FIR buffers made by __init__
-    layout = state_layout({k: v for k, v in fresh.items() if k not in constants})
-    meta = dict(layout=layout, weight_seed=WEIGHT_SEED, seeding=SEEDING)
-    state = golden_state(meta, {f"constant.{k}": v for k, v in constants.items()})
-    g.load_state_dict(state, strict=True)
+    layout, constant_tensors = seed_official_model(g, WEIGHT_SEED, SEEDING, "kernel")  # FIR buffers stay official
     latent_avg = seeded_tensor((STYLE_DIM,), W_SEED + 10)
 
     ws = seeded_tensor((BATCH, g.n_latent, STYLE_DIM), W_SEED)
@@ -68,7 +63,7 @@ def main() -> None:
         weight_seed=WEIGHT_SEED, seeding=SEEDING, latent_avg_seed=W_SEED + 10, ws_seed=W_SEED,
         ws_shape=list(ws.shape), ws_range=[-1, 1],         torch_version=torch.__version__, layout=layout)
     tensors = {"images": images, "z": z, "w": w,
-               **{f"constant.{k}": v for k, v in constants.items()}}
+               **constant_tensors}
     write_golden("stylegan2_rosinality", meta, tensors)
     print(f"images {tuple(images.shape)} std {images.std():.3f}, w std {w.std():.3f}, commit {commit}")
 

@@ -76,3 +76,19 @@ def source_record(repo: str, commit: str, files: list[str], **notes) -> dict:
     """The provenance part of a golden JSON file."""
     return {"official_repository": f"https://github.com/{repo}", "official_commit": commit,
             "official_files": files, **notes}
+
+
+def seed_official_model(model, seed: int, seeding: dict, constant_suffix: str | None = None) -> tuple[list, dict]:
+    """Load seeded weights into an official model; return ``(layout, constants)`` for the golden files.
+
+    Buffers whose key ends with ``constant_suffix`` (e.g. FIR filters that ``__init__`` computes) keep
+    their official values and are returned as ``{"constant.<key>": tensor}``; every other entry is
+    seeded by :func:`tests.golden_data.seeded_state` from the official key order and shapes.
+    """
+    from tests.golden_data import golden_state, state_layout
+
+    fresh = model.state_dict()
+    constants = {f"constant.{k}": v for k, v in fresh.items() if constant_suffix and k.endswith(constant_suffix)}
+    layout = state_layout({k: v for k, v in fresh.items() if f"constant.{k}" not in constants})
+    model.load_state_dict(golden_state(dict(layout=layout, weight_seed=seed, seeding=seeding), constants), strict=True)
+    return layout, constants
