@@ -21,10 +21,11 @@ if str(REPO_ROOT) not in sys.path:  # the scripts import tests.golden_data (seed
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def parse_args(description: str, **extra: str) -> argparse.Namespace:
-    """``--official-git DIR`` (required) plus one ``--<name> DIR`` per ``extra`` (help text as value)."""
+def parse_args(description: str, git: bool = True, **extra: str) -> argparse.Namespace:
+    """``--official-git DIR`` (required unless ``git`` is false) plus one ``--<name> DIR`` per ``extra``."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--official-git", required=True, help="git directory of the official repository")
+    if git:
+        parser.add_argument("--official-git", required=True, help="git directory of the official repository")
     for name, help_text in extra.items():
         parser.add_argument(f"--{name.replace('_', '-')}", required=True, help=help_text)
     return parser.parse_args()
@@ -92,3 +93,31 @@ def seed_official_model(model, seed: int, seeding: dict, constant_suffix: str | 
     layout = state_layout({k: v for k, v in fresh.items() if f"constant.{k}" not in constants})
     model.load_state_dict(golden_state(dict(layout=layout, weight_seed=seed, seeding=seeding), constants), strict=True)
     return layout, constants
+
+
+def import_facenet_pytorch():
+    """The installed ``facenet_pytorch`` package (the official code, from PyPI).
+
+    Its ``detect_face`` helpers import torchvision, which cannot be installed beside this torch; the
+    two names they import are registered as placeholders that fail if called. The networks
+    (``InceptionResnetV1``, ``PNet``, ``RNet``, ``ONet``) and ``fixed_image_standardization`` never
+    call them.
+    """
+    def not_run(*_args, **_kwargs):
+        raise RuntimeError("torchvision placeholder called: this golden output would not be official")
+
+    stub_module("torchvision.transforms.functional")
+    stub_module("torchvision.ops.boxes", batched_nms=not_run)
+    import facenet_pytorch
+
+    return facenet_pytorch
+
+
+def package_record(name: str, module, files: list[str]) -> dict:
+    """The provenance of an installed package: distribution, version, and sha256 of the files used."""
+    import hashlib
+    from importlib.metadata import version
+
+    root = Path(module.__file__).parent
+    return {"official_package": f"{name}=={version(name)} (PyPI)",
+            "official_files": {f: hashlib.sha256((root / f).read_bytes()).hexdigest() for f in files}}

@@ -11,6 +11,7 @@ import torch
 
 from anon.nets.arcface import ArcFaceIdentity
 from anon.nets.e4e import E4EInverter
+from anon.nets.facenet import FaceNetIdentity
 from anon.nets.farl import FarlAttributes
 from anon.nets.stylegan2_loaders import load_stylegan2
 from tests.golden_data import assert_golden, golden_state, read_golden, seeded_tensor
@@ -85,3 +86,12 @@ def test_stylegan2_nvidia_synthesis_and_truncated_mapping_match_the_official_gen
     assert g.init_kwargs == meta["arch"]  # conv_clamp and mapping_lr_mul come from the pickle
     assert_golden(g(seeded_tensor(meta["ws_shape"], meta["ws_seed"], *meta["ws_range"])), golden["images"])
     assert_golden(g.mapping(golden["z"], truncation_psi=meta["truncation_psi"]), golden["w"])
+
+
+@torch.no_grad()
+def test_facenet_embedding_matches_facenet_pytorch(tmp_path):
+    meta, golden = read_golden("facenet_inception_resnet_v1")
+    path = tmp_path / "20180402-114759-vggface2.pt"
+    torch.save(golden_state(meta, golden), path)  # facenet-pytorch's format: a plain state dict
+    model = FaceNetIdentity.from_checkpoint(path)
+    assert_golden(model(_input(meta, golden)), golden["embeddings"])
