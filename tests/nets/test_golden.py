@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from anon.metrics.fid import FIDInceptionV3
 from anon.nets.arcface import ArcFaceIdentity
 from anon.nets.e4e import E4EInverter
 from anon.nets.facenet import FaceNetIdentity
@@ -95,3 +96,11 @@ def test_facenet_embedding_matches_facenet_pytorch(tmp_path):
     torch.save(golden_state(meta, golden), path)  # facenet-pytorch's format: a plain state dict
     model = FaceNetIdentity.from_checkpoint(path)
     assert_golden(model(_input(meta, golden)), golden["embeddings"])
+
+
+def test_fid_inception_pool_features_match_pytorch_fid(tmp_path):
+    meta, golden = read_golden("fid_inception_v3")
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(golden_state(meta, golden), path)  # pytorch-fid's weights file: a plain state dict
+    model = FIDInceptionV3.from_checkpoint(path)
+    assert_golden(model(_input(meta, golden)), golden["pool"])
