@@ -7,6 +7,7 @@ loaded through the project's loader (strictly), and run on the same input.
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from anon.metrics.fid import FIDInceptionV3
@@ -14,8 +15,9 @@ from anon.nets.arcface import ArcFaceIdentity
 from anon.nets.e4e import E4EInverter
 from anon.nets.facenet import FaceNetIdentity
 from anon.nets.farl import FarlAttributes
+from anon.nets.mtcnn import ONet, PNet, RNet
 from anon.nets.stylegan2_loaders import load_stylegan2
-from tests.golden_data import assert_golden, golden_state, read_golden, seeded_tensor
+from tests.golden_data import assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
 from tests.nets.test_stylegan2 import nvidia_pickle_bytes
 
 
@@ -104,3 +106,16 @@ def test_fid_inception_pool_features_match_pytorch_fid(tmp_path):
     torch.save(golden_state(meta, golden), path)  # pytorch-fid's weights file: a plain state dict
     model = FIDInceptionV3.from_checkpoint(path)
     assert_golden(model(_input(meta, golden)), golden["pool"])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name,cls", [("pnet", PNet), ("rnet", RNet), ("onet", ONet)])
+def test_mtcnn_stage_networks_match_facenet_pytorch(tmp_path, name, cls):
+    meta, golden = read_golden("mtcnn_nets")
+    net_meta = meta["nets"][name]
+    path = tmp_path / f"{name}.pt"
+    torch.save(seeded_state(net_meta["layout"], net_meta["weight_seed"]), path)  # facenet-pytorch's data/<net>.pt
+    outputs = cls(checkpoint=path)(golden[f"{name}.input"])
+    assert len(outputs) == len(net_meta["outputs"])
+    for out, value in zip(net_meta["outputs"], outputs):
+        assert_golden(value, golden[f"{name}.{out}"])
