@@ -7,14 +7,18 @@ loaded through the project's loader (strictly), and run on the same input.
 """
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
+from anon.lite import npm
 from anon.metrics.fid import FIDInceptionV3
 from anon.nets.arcface import ArcFaceIdentity
 from anon.nets.e4e import E4EInverter
 from anon.nets.facenet import FaceNetIdentity
 from anon.nets.farl import FarlAttributes
+from anon.nets.mobilefacenet import MobileFaceNetIdentity
 from anon.nets.mtcnn import ONet, PNet, RNet
 from anon.nets.stylegan2_loaders import load_stylegan2
 from tests.golden_data import assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
@@ -119,3 +123,15 @@ def test_mtcnn_stage_networks_match_facenet_pytorch(tmp_path, name, cls):
     assert len(outputs) == len(net_meta["outputs"])
     for out, value in zip(net_meta["outputs"], outputs):
         assert_golden(value, golden[f"{name}.{out}"])
+
+
+@torch.no_grad()
+def test_mobilefacenet_matches_the_tflite_runtime_on_the_real_file():
+    meta, golden = read_golden("mobilefacenet_tflite")
+    path = npm.lite_dir().parent / npm.LITE["mobilefacenet"].filename
+    if not path.is_file():
+        pytest.skip(f"{path} is not cached (make install-lite fetches it)")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == meta["model_sha256"], f"{path} is another file"
+    net = MobileFaceNetIdentity.from_checkpoint(path).net
+    pixels = seeded_tensor(meta["input_shape"], meta["input_seed"], *meta["input_range"])  # N x H x W x C
+    assert_golden(net(pixels.permute(0, 3, 1, 2)), golden["embeddings"])
