@@ -70,6 +70,27 @@ def test_corrupt_image_is_reported_and_skipped(tiny_cfg, tiny_world, tmp_path):
     assert summary["images_done"] == TINY_IMAGES and summary["failed_ids"] == ["broken"]
 
 
+@pytest.mark.parametrize("content", ["pickled object", "garbage", "empty"])
+def test_unreadable_code_file_is_that_items_failed_record(tiny_cfg, tiny_world, tmp_path, content):
+    """A pickled object, random bytes or an empty file as ``<id>.pt``: that item fails, the rest run."""
+    import pickle
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    bad = world / "inversions" / "person0" / "img1.pt"
+    bad.write_bytes({"pickled object": pickle.dumps(Path("x")), "garbage": b"\x80\x04garbage" * 9,
+                     "empty": b""}[content])
+    cfg = tiny_cfg(f"dataset.inversions={world / 'inversions'}")
+    summary = anonymize(cfg)
+    records = {r["id"]: r for r in manifest(Path(summary["run_dir"]))}
+    assert records["person0/img1"]["status"] == "failed" and "img1.pt" in records["person0/img1"]["error"]
+    assert "\n" not in records["person0/img1"]["error"]
+    assert summary["images_done"] == TINY_IMAGES - 1 and summary["failed_ids"] == ["person0/img1"]
+    again = anonymize(cfg)  # a rerun neither crashes nor redoes anything
+    assert len(manifest(Path(again["run_dir"]))) == TINY_IMAGES
+
+
 def test_missing_data_folder_names_the_path(tiny_cfg, tmp_path):
     cfg = tiny_cfg(f"dataset.images={tmp_path / 'nowhere'}")
     with pytest.raises(MissingDataError, match="nowhere"):

@@ -36,7 +36,10 @@ class CodeFolder:
         path = self.path(image_id)
         if not path.is_file():
             raise FileNotFoundError(f"no code for {image_id!r} at {path}")
-        code = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            code = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # UnpicklingError (a pickled object), EOFError (empty), RuntimeError (garbage)
+            raise ValueError(f"{path} is not a readable tensor file ({type(err).__name__})") from err
         if not isinstance(code, torch.Tensor):
             raise ValueError(f"{path} holds a {type(code).__name__}, expected a tensor")
         code = code.float()

@@ -32,13 +32,19 @@ class AnonymizationItems(Dataset):
         try:
             image = load_image(path, self.image_size)
         except Exception as err:  # PIL raises several types for bad files
-            return {"id": image_id, "source": str(path), "error": f"unreadable image: {type(err).__name__}: {err}"}
+            return {"id": image_id, "source": str(path), "error": f"unreadable image: {one_line(err)}"}
         try:
             w_inv = self.inversions.load(image_id, self.num_ws)
             w_nb = self.neighbours.load(image_id, self.num_ws)
-        except (OSError, ValueError, RuntimeError) as err:
-            return {"id": image_id, "source": str(path), "error": f"bad latent code: {err}"}
+        except Exception as err:  # torch.load raises UnpicklingError, EOFError, RuntimeError... on bad files
+            return {"id": image_id, "source": str(path), "error": f"bad latent code: {one_line(err)}"}
         return {"id": image_id, "source": str(path), "image": image, "w_inversion": w_inv, "w_neighbour": w_nb}
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line, cut to ``limit`` characters (an unpickler's message can be long)."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def collate_items(items: list[dict]) -> dict:
