@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageFilter, ImageOps
 
 from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
+from anon.data.images import ALPHA_MODES, degenerate, to_rgb8
 from anon.errors import ConfigError
 
 POLICIES = ("leave", "blur", "fill")
@@ -189,11 +190,13 @@ class PhotoResult:
     image: np.ndarray
     faces: list[Face]
     seconds: float = 0.0
+    error: str | None = None
 
     @property
     def status(self) -> str:
-        """``no_face`` (returned unchanged) or ``done``."""
-        return "done" if self.faces else "no_face"
+        """``done``; ``no_face`` (returned unchanged); or ``failed``: no face found in an image where none
+        could be searched (``error`` says why, e.g. a blank frame), which must not pass as face-free."""
+        return "done" if self.faces else ("failed" if self.error else "no_face")
 
     @property
     def changed(self) -> bool:
@@ -288,13 +291,10 @@ def split_image(image: Image.Image) -> tuple[np.ndarray, Image.Image | None, str
     """An upright PIL image -> (``H x W x 3`` uint8 RGB, alpha channel or None, mode to hand back)."""
     mode = image.mode
     alpha = None
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        alpha, rgb = rgba.getchannel("A"), rgba.convert("RGB")
-    else:
-        rgb = image.convert("RGB")
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        alpha = image.convert("RGBA").getchannel("A")
     out_mode = mode if mode in ("RGB", "RGBA", "L", "LA") else ("RGBA" if alpha is not None else "RGB")
-    return np.asarray(rgb, dtype=np.uint8).copy(), alpha, out_mode
+    return to_rgb8(image), alpha, out_mode
 
 
 def merge_image(rgb: np.ndarray, alpha: Image.Image | None, mode: str) -> Image.Image:
@@ -561,7 +561,8 @@ class Anonymizer:
             output = self.paste(item.image, item.faces)
             for face in item.faces:
                 face.result = None
-            yield item.key, PhotoResult(output, item.faces, time.perf_counter() - item.started)
+            error = None if item.faces else degenerate(item.image)
+            yield item.key, PhotoResult(output, item.faces, time.perf_counter() - item.started, error)
 
     def __call__(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
         """Anonymise one photo: a PIL image (EXIF orientation applied; returned upright, same mode where

@@ -310,7 +310,10 @@ def anonymize_folder(anonymizer: Anonymizer, input: str | Path, output: str | Pa
                   "orientation": photo.orientation, "exif_gps": photo.gps,
                   "faces": [f.record() for f in result.faces], "seconds": round(result.seconds, 3)}
         try:
-            record.update(write_photo(photo, result, output / out_rel, jpeg_quality, strip_metadata, keep_icc))
+            if result.status == "failed":  # nothing written: an unsearched photo must not pass through
+                record.update(output=None, error=f"faces cannot be searched: {result.error}")
+            else:
+                record.update(write_photo(photo, result, output / out_rel, jpeg_quality, strip_metadata, keep_icc))
         except Exception as err:
             record.update(status="failed", error=f"cannot write: {type(err).__name__}: {err}")
         counts[record["status"]] += 1

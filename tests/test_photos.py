@@ -497,3 +497,23 @@ def test_falco_lite_face_anonymizer_changes_the_face_only(shared_data, tmp_path)
     x, y = np.rint(face.transform.centre).astype(int)
     core = (slice(y - 20, y + 20), slice(x - 20, x + 20))
     assert np.abs(result.image[core].astype(float) - image[core]).mean() > 5
+
+
+@pytest.mark.real_data
+def test_sixteen_bit_face_is_anonymised_and_blank_frames_fail_instead_of_passing(shared_data, tmp_path):
+    """A 16-bit grey face is found (not clipped white and passed through as ``no_face``); a white or
+    constant frame, where no face can be searched, is ``failed`` with no output written."""
+    source = tmp_path / "in"
+    source.mkdir()
+    grey = np.asarray(Image.fromarray(lfw(shared_data, ONE_FACE[0])).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(source / "face16.png")
+    Image.new("RGB", (200, 160), (255, 255, 255)).save(source / "white.png")
+    Image.new("L", (200, 160), 90).save(source / "grey.jpg")
+    counts = anonymize_folder(identity_anonymizer(), source, tmp_path / "out")
+    records = {Path(r["source"]).name: r for r in
+               map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
+    assert records["face16.png"]["status"] == "done" and len(records["face16.png"]["faces"]) == 1
+    for name in ("white.png", "grey.jpg"):
+        assert records[name]["status"] == "failed" and "degenerate image" in records[name]["error"]
+        assert records[name]["output"] is None and not (tmp_path / "out" / name).exists()
+    assert counts["failed"] == 2 and counts["no_face"] == 0

@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from anon.errors import ConfigError, MissingDataError
 from anon.manifest import read_records
@@ -66,8 +65,9 @@ def done_records(run_dir: str | Path) -> list[dict]:
 
 def read_rgb(path: str | Path) -> np.ndarray:
     """An image file -> ``H x W x 3`` uint8 RGB (EXIF orientation applied)."""
-    with Image.open(path) as im:
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8).copy()
+    from anon.data.images import load_rgb
+
+    return load_rgb(path)  # every mode scaled to 8 bits (16-bit grey is not clipped)
 
 
 @dataclass
