@@ -39,7 +39,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 
-from anon.data.images import IMAGE_SUFFIXES
+from anon.data.images import is_image_entry
 from anon.errors import MissingDataError
 from anon.photos import Anonymizer, PhotoResult, merge_image, split_image
 from anon.run import CONFIG_DIR, one_line_errors
@@ -247,10 +247,14 @@ def list_photos(root: Path, exclude: Path | None = None) -> dict[Path, Path]:
         return {Path(root.name): root}
     found = {}
     for path in sorted(root.rglob("*")):
-        if exclude is not None and exclude in path.resolve().parents:
-            continue  # the output folder inside the input folder
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            found[path.relative_to(root)] = path
+        if not is_image_entry(path):  # a symlink loop or dangling link is kept: it gets a failed record
+            continue
+        try:
+            if exclude is not None and exclude in path.resolve().parents:
+                continue  # the output folder inside the input folder
+        except (OSError, RuntimeError):  # a symlink loop cannot be resolved
+            pass
+        found[path.relative_to(root)] = path
     return found
 
 
@@ -265,6 +269,21 @@ def recorded_sources(output: Path) -> set[str]:
             except (json.JSONDecodeError, KeyError):
                 continue
     return done
+
+
+def recorded_outputs(output: Path) -> dict[str, str]:
+    """``{output name: source}`` of the photos already written into ``output`` (manifest lines)."""
+    owners = {}
+    path = output / MANIFEST
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("output"):
+                owners[record["output"]] = record.get("source")
+    return owners
 
 
 def _append(path: Path, record: dict) -> None:
@@ -302,9 +321,16 @@ def anonymize_folder(anonymizer: Anonymizer, input: str | Path, output: str | Pa
             decoded[rel] = photo
             yield rel, photo.rgb
 
+    claimed = {} if overwrite else recorded_outputs(output)  # output name -> the source written there
     for rel, result in anonymizer.process_many(readable()):
         photo = decoded.pop(rel)
         out_rel = output_name(rel, photo.format)
+        owner = claimed.setdefault(out_rel.as_posix(), str(photo.path))
+        if owner != str(photo.path):  # e.g. x.webp -> x.webp.png beside a real x.webp.png
+            counts["failed"] += 1
+            _append(manifest, {"source": str(photo.path), "output": None, "status": "failed",
+                               "error": f"output name {out_rel.as_posix()} is already taken by {owner}"})
+            continue
         record = {"source": str(photo.path), "output": out_rel.as_posix(), "status": result.status,
                   "size": [int(result.image.shape[1]), int(result.image.shape[0])], "source_format": photo.format,
                   "orientation": photo.orientation, "exif_gps": photo.gps,

@@ -517,3 +517,25 @@ def test_sixteen_bit_face_is_anonymised_and_blank_frames_fail_instead_of_passing
         assert records[name]["status"] == "failed" and "degenerate image" in records[name]["error"]
         assert records[name]["output"] is None and not (tmp_path / "out" / name).exists()
     assert counts["failed"] == 2 and counts["no_face"] == 0
+
+
+@pytest.mark.real_data
+def test_symlink_loop_same_stems_and_taken_output_names_each_get_a_record(shared_data, tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    face = Image.fromarray(lfw(shared_data, ONE_FACE[0]))
+    face.save(source / "a.jpg", quality=95)
+    face.save(source / "a.png")
+    face.save(source / "x.webp", lossless=True)
+    face.save(source / "x.webp.png")  # the name x.webp's output would take
+    (source / "loop.jpg").symlink_to("loop.jpg")
+    counts = anonymize_folder(identity_anonymizer(), source, tmp_path / "out")
+    records = {Path(r["source"]).name: r for r in
+               map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
+    assert sorted(records) == ["a.jpg", "a.png", "loop.jpg", "x.webp", "x.webp.png"]
+    assert records["loop.jpg"]["status"] == "failed" and "unreadable" in records["loop.jpg"]["error"]
+    assert records["a.jpg"]["status"] == records["a.png"]["status"] == "done"
+    assert (tmp_path / "out" / "a.jpg").is_file() and (tmp_path / "out" / "a.png").is_file()
+    assert records["x.webp"]["output"] == "x.webp.png" and records["x.webp.png"]["status"] == "failed"
+    assert "already taken by" in records["x.webp.png"]["error"]
+    assert counts["failed"] == 2 and counts["done"] == 3

@@ -91,6 +91,21 @@ def test_unreadable_code_file_is_that_items_failed_record(tiny_cfg, tiny_world, 
     assert len(manifest(Path(again["run_dir"]))) == TINY_IMAGES
 
 
+def test_symlink_loop_and_same_stem_files_each_get_a_record(tiny_cfg, tiny_world, tmp_path):
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    (world / "images" / "loop.png").symlink_to("loop.png")
+    shutil.copy(world / "images" / "person2" / "img5.png", world / "images" / "person2" / "img5.jpg")
+    summary = anonymize(tiny_cfg(f"dataset.images={world / 'images'}"))
+    records = {r["id"]: r for r in manifest(Path(summary["run_dir"]))}
+    assert records["loop"]["status"] == "failed" and "unreadable image" in records["loop"]["error"]
+    # Both files of one stem are items of their own (their codes are named the same way: missing here).
+    assert {"person2/img5.jpg", "person2/img5.png"} <= set(records) and "person2/img5" not in records
+    assert len(records) == TINY_IMAGES + 2
+
+
 def test_missing_data_folder_names_the_path(tiny_cfg, tmp_path):
     cfg = tiny_cfg(f"dataset.images={tmp_path / 'nowhere'}")
     with pytest.raises(MissingDataError, match="nowhere"):

@@ -10,14 +10,37 @@ from PIL import Image, ImageOps
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
+def is_image_entry(path: Path) -> bool:
+    """An image-suffixed file, or an image-suffixed symlink of any kind: a loop or a dangling link is
+    listed too, so that reading it fails into the item's ``failed`` record instead of vanishing."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and (path.is_symlink() or path.is_file())
+
+
+def unique_ids(relative: list[Path]) -> dict[str, int]:
+    """``{id: index into relative}``: the path without its suffix ('/' separators), or -- for files whose
+    stems collide (``a.jpg`` and ``a.png``) -- the whole relative name (``a.jpg``, ``a.png``), so that every
+    file is its own item."""
+    ids = [r.with_suffix("").as_posix() for r in relative]
+    while True:
+        seen: dict[str, list[int]] = {}
+        for index, image_id in enumerate(ids):
+            seen.setdefault(image_id, []).append(index)
+        clashes = [i for group in seen.values() if len(group) > 1 for i in group]
+        if not clashes:
+            return {image_id: index for index, image_id in enumerate(ids)}
+        for index in clashes:
+            if ids[index] == relative[index].as_posix():  # already its full name: the others move
+                continue
+            ids[index] = relative[index].as_posix()
+
+
 def list_images(root: str | Path) -> dict[str, Path]:
-    """Every file under ``root`` with an image suffix, keyed by its id (relative path, no suffix, '/' separators)."""
+    """Every image under ``root`` keyed by its id (relative path without suffix, '/' separators; the
+    suffix kept where stems collide, see :func:`unique_ids`), sorted by id."""
     root = Path(root)
-    found = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            found[path.relative_to(root).with_suffix("").as_posix()] = path
-    return found
+    paths = [p for p in sorted(root.rglob("*")) if is_image_entry(p)]
+    ids = unique_ids([p.relative_to(root) for p in paths])
+    return {image_id: paths[ids[image_id]] for image_id in sorted(ids)}
 
 
 #: Modes whose samples are wider than 8 bits: Pillow's ``convert`` would clip them, not scale them.

@@ -121,7 +121,17 @@ def test_degenerate_images_are_named():
     assert degenerate(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)) is None
 
 
-def test_list_images_finds_every_file(tmp_path):
+def test_every_file_is_its_own_item_symlink_loops_and_same_stems_included(tmp_path):
     (tmp_path / "a").mkdir()
-    Image.new("RGB", (4, 4)).save(tmp_path / "a" / "x.png")
-    assert list(list_images(tmp_path)) == ["a/x"]
+    for name in ("a/x.png", "a/x.jpg", "a/x.png.jpg", "b.png", "c.tif"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    (tmp_path / "dangling.png").symlink_to("nowhere.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    found = list_images(tmp_path)
+    # x.png.jpg's stem (x.png) is x.png's full name: it keeps its suffix too.
+    assert found == {"a/x.jpg": tmp_path / "a/x.jpg", "a/x.png": tmp_path / "a/x.png",
+                     "a/x.png.jpg": tmp_path / "a/x.png.jpg", "b": tmp_path / "b.png", "c": tmp_path / "c.tif",
+                     "dangling": tmp_path / "dangling.png", "loop": tmp_path / "loop.jpg"}
+    with pytest.raises(OSError):
+        load_image(found["loop"])
