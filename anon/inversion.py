@@ -2,13 +2,16 @@
 
 Each image's latent starts at the generator's mean code and is optimised with Adam on a pixel L2
 loss (plus an optional identity term); like the anonymisation loop, per-image losses are summed so
-a batch inverts each image as it would alone.
+a batch inverts each image as it would alone. Random starts are drawn per image from a generator
+keyed by ``(seed, image id, start)`` (:mod:`anon.seeding`), never by the image's place in the batch.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from anon.seeding import content_key, item_generator
 
 
 class OptimisationInverter(nn.Module):
@@ -22,7 +25,7 @@ class OptimisationInverter(nn.Module):
             the others random; ``random`` -- every start is a mapped random latent (generators whose
             mean code is degenerate, e.g. a DCGAN at z = 0 where every ReLU is dead).
         latent_reg: weight of ``mean((code - w_avg)^2)``, keeping codes where the generator was trained.
-        seed: seed of the random starts.
+        seed: seed of the random starts (start ``k`` of image ``id`` draws from ``(seed, id, k)``).
     """
 
     def __init__(self, generator: nn.Module, steps: int = 200, lr: float = 0.05, starts: int = 1, seed: int = 0,
@@ -34,23 +37,30 @@ class OptimisationInverter(nn.Module):
         self.steps, self.lr, self.starts, self.seed = int(steps), float(lr), int(starts), int(seed)
         self.init, self.latent_reg = init, float(latent_reg)
 
-    def _starts(self, n: int, device) -> list[torch.Tensor]:
+    def _starts(self, ids: list[str], device) -> list[torch.Tensor]:
+        """The starting codes (each N x num_ws x w_dim) of the images ``ids``, in batch order."""
         g = self.generator
+        n = len(ids)
         codes = [g.w_avg.to(device)[None, None].expand(n, g.num_ws, -1).clone()] if self.init == "mean" else []
-        gen = torch.Generator().manual_seed(self.seed)
         while len(codes) < self.starts:
-            z = torch.randn(n, g.z_dim, generator=gen).to(device)
+            k = len(codes)
+            z = torch.stack([torch.randn(g.z_dim, generator=item_generator(self.seed, f"{i}/start{k}")) for i in ids])
             with torch.no_grad():
-                codes.append(g.mapping(z))
+                codes.append(g.mapping(z.to(device)))
         return codes
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, ids: list[str] | None = None) -> torch.Tensor:
+        """``ids``: one per image, keys of its random starts (None: each image's content is its key)."""
         g = self.generator
+        if ids is None:
+            ids = [content_key(image) for image in images]
+        if len(ids) != images.shape[0]:
+            raise ValueError(f"{len(ids)} ids for {images.shape[0]} images")
         target = F.interpolate(images, size=(g.resolution, g.resolution), mode="bilinear", antialias=True,
                                align_corners=False) if images.shape[-1] != g.resolution else images
         best, best_loss = None, None
         mean = g.w_avg.to(images.device)
-        for start in self._starts(images.shape[0], images.device):
+        for start in self._starts(list(ids), images.device):
             code = start.clone().requires_grad_(True)
             opt = torch.optim.Adam([code], lr=self.lr)
             with torch.enable_grad():

@@ -44,6 +44,7 @@ from PIL import Image, ImageFilter, ImageOps
 from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
 from anon.data.images import ALPHA_MODES, degenerate, to_rgb8
 from anon.errors import ConfigError
+from anon.seeding import content_key, takes_ids
 
 POLICIES = ("leave", "blur", "fill")
 MASK_SHAPES = ("ellipse", "square")
@@ -56,7 +57,9 @@ POLICY_RECORD = {"leave": "left", "blur": "blurred", "fill": "filled"}
 class FaceAnonymizer(Protocol):
     """Anonymises aligned face crops: ``N x 3 x S x S`` float in [-1, 1] -> ``N x 3 x S x S`` in [-1, 1].
 
-    Each output crop replaces the face of the matching input crop; it may be on any device.
+    Each output crop replaces the face of the matching input crop; it may be on any device. An
+    anonymiser whose ``__call__`` takes ``ids`` gets one key per crop (``<photo>#face<k>``), to key its
+    random draws by (:mod:`anon.seeding`), so a face's result does not depend on the batch it is in.
     """
 
     def __call__(self, crops: torch.Tensor) -> torch.Tensor: ...
@@ -132,14 +135,17 @@ class FalcoFaceAnonymizer:
 
         return cls(module, inverter, ids, features, load_code, module.attribute, cfg.dataset.image_size, device)
 
-    def __call__(self, crops: torch.Tensor) -> torch.Tensor:
+    def __call__(self, crops: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
         from anon.stages.fakes import embed
         from anon.stages.pair import nearest_neighbours
 
         size = crops.shape[-1]
         x = _resize(crops.to(self.device, torch.float32), self.image_size)
         with torch.no_grad():
-            codes = self.inverter(x)
+            if takes_ids(self.inverter):  # keyed random starts: the crop's content when no ids are given
+                codes = self.inverter(x, ids=list(ids) if ids is not None else [content_key(c) for c in crops])
+            else:
+                codes = self.inverter(x)
             similarity, index = nearest_neighbours(embed(self.pairing, x).float().cpu(), self.pool_features)
         fakes = [self.pool_ids[int(i)] for i in index[:, 0]]
         neighbours = torch.stack([self.load_code(f) for f in fakes]).to(self.device, codes.dtype)
@@ -174,6 +180,7 @@ class Face:
     crop: torch.Tensor | None = field(default=None, repr=False)
     result: torch.Tensor | None = field(default=None, repr=False)
     info: dict = field(default_factory=dict)
+    key: str | None = field(default=None, repr=False)
 
     def record(self) -> dict[str, Any]:
         """JSON-ready manifest entry (no landmarks: the transform is enough to paste back)."""
@@ -380,8 +387,7 @@ class Anonymizer:
         p = cfg.photos
         if face_anonymizer is None:
             if p.face_anonymizer == "falco":
-                torch.manual_seed(int(cfg.get("seed", 0)))
-                face_anonymizer = FalcoFaceAnonymizer.from_config(cfg)
+                face_anonymizer = FalcoFaceAnonymizer.from_config(cfg)  # networks seeded by (seed, name)
             elif p.face_anonymizer == "identity":
                 face_anonymizer = IdentityFaceAnonymizer()
             else:
@@ -456,15 +462,21 @@ class Anonymizer:
         window = window.float().div(127.5).sub(1.0)
         return _shifted(face.transform, x0, y0).warp(window, border_blur=self.border_blur)[0]
 
-    def anonymise_crops(self, crops: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+    def anonymise_crops(self, crops: torch.Tensor, keys: Sequence[str] | None = None) -> tuple[torch.Tensor, list[dict]]:
         """All crops (N x 3 x S x S) through the face anonymiser, ``batch_size`` at a time.
 
-        Returns the anonymised crops (N x 3 x S x S, CPU) and per-crop facts (the anonymiser's ``last``
-        list where it keeps one, else empty dicts)."""
+        ``keys``: one per crop, passed as ``ids`` to an anonymiser that takes them (None: the crops'
+        content is their key). Returns the anonymised crops (N x 3 x S x S, CPU) and per-crop facts
+        (the anonymiser's ``last`` list where it keeps one, else empty dicts)."""
         outs, facts = [], []
+        keyed = takes_ids(self.face_anonymizer)
         for start in range(0, crops.shape[0], self.batch_size):
             part = crops[start:start + self.batch_size]
-            out = self.face_anonymizer(part)
+            if keyed:
+                ids = list(keys[start:start + len(part)]) if keys is not None else [content_key(c) for c in part]
+                out = self.face_anonymizer(part, ids=ids)
+            else:
+                out = self.face_anonymizer(part)
             if tuple(out.shape) != tuple(part.shape):
                 raise ValueError(f"the face anonymiser returned {tuple(out.shape)} for crops {tuple(part.shape)}")
             outs.append(out.detach().float().cpu())
@@ -536,6 +548,8 @@ class Anonymizer:
                 raise ValueError(f"expected an H x W x 3 uint8 RGB photo, got {image.dtype} {image.shape}")
             started = time.perf_counter()
             faces = self.plan(image)
+            for index, face in enumerate(faces):  # the face's own key: photo and detection order
+                face.key = f"{key}#face{index}" if key is not None else None
             pending.append(_Pending(key, image, faces, started))
             queue += [f for f in faces if f.crop is not None]
             while len(queue) >= self.batch_size:
@@ -550,7 +564,9 @@ class Anonymizer:
         yield from self._finish(pending)
 
     def _run(self, faces: list[Face]) -> None:
-        out, facts = self.anonymise_crops(torch.stack([f.crop for f in faces]))
+        crops = torch.stack([f.crop for f in faces])
+        keys = [f.key if f.key is not None else content_key(f.crop) for f in faces]
+        out, facts = self.anonymise_crops(crops, keys)
         for face, result, extra in zip(faces, out, facts):
             face.result, face.crop = result, None
             face.info.update(extra)

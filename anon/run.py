@@ -21,6 +21,7 @@ from anon.module import FalcoModule
 from anon.preemption import Preempted, StopFlag, exit_code, requeue_slurm_job
 from anon.summary import write_run_summary
 from anon.run_id import register_resolvers
+from anon.seeding import built_seeded
 
 
 @contextmanager
@@ -50,10 +51,16 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.output_root) / "runs" / cfg.run_name
 
 
+def build_network(cfg: DictConfig, group: str):
+    """The network of config group ``group``, built under a seed keyed by ``(cfg.seed, group)``: randomly
+    initialised networks (the tiny set) are the same in every stage, process and run."""
+    return built_seeded(int(cfg.get("seed", 0)), group, lambda: instantiate(cfg[group]))
+
+
 def build_module(cfg: DictConfig) -> FalcoModule:
     """Instantiate the networks, loss and latent layout named by the config groups."""
-    return instantiate(cfg.module, generator=instantiate(cfg.generator), identity=instantiate(cfg.identity),
-                       attribute=instantiate(cfg.attribute), loss=instantiate(cfg.loss),
+    return instantiate(cfg.module, generator=build_network(cfg, "generator"), identity=build_network(cfg, "identity"),
+                       attribute=build_network(cfg, "attribute"), loss=instantiate(cfg.loss),
                        latent=instantiate(cfg.latent), optimizer=instantiate(cfg.optim),
                        scheduler=instantiate(cfg.scheduler))
 

@@ -539,3 +539,54 @@ def test_symlink_loop_same_stems_and_taken_output_names_each_get_a_record(shared
     assert records["x.webp"]["output"] == "x.webp.png" and records["x.webp.png"]["status"] == "failed"
     assert "already taken by" in records["x.webp.png"]["error"]
     assert counts["failed"] == 2 and counts["done"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_photos_run_killed_midway_and_resumed_matches_the_uninterrupted_run(shared_data, tmp_path):
+    """kill -9 after the first photo (one face per batch), rerun with four faces per batch: every photo
+    equals the uninterrupted run's (four per batch) up to float rounding, though its faces sat at other
+    places in other batches."""
+    import signal
+    import time
+
+    from tests.test_demo import lite_available
+
+    lite_available()
+    source = tmp_path / "in"
+    source.mkdir()
+    for name in ONE_FACE:
+        Image.fromarray(lfw(shared_data, name)).save(source / (Path(name).stem + ".png"))
+    common = [f"input={source}", f"cache_root={tmp_path / 'cache'}", "fakes.num_samples=32", "fakes.chunk_size=32",
+              "inverter.steps=10", "inverter.starts=2", "module.steps=4", "threads=1"]
+
+    def command(out: Path, batch: int) -> list[str]:
+        return [sys.executable, "-m", "anon.photos_cli", f"output={out}", f"photos.batch_size={batch}", *common]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    whole = subprocess.run(command(tmp_path / "whole", 4), cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    manifest = tmp_path / "resumed" / "manifest.jsonl"
+    killed = subprocess.Popen(command(tmp_path / "resumed", 1), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and killed.poll() is None:
+        if manifest.is_file() and manifest.read_text().count("\n") >= 1:
+            killed.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    killed.wait(timeout=60)
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    first = manifest.read_text().count("\n")
+    assert 1 <= first < len(ONE_FACE) - 1  # at least two photos left for one resumed batch
+    resumed = subprocess.run(command(tmp_path / "resumed", 4), cwd=REPO, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    records = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert sorted(Path(r["source"]).name for r in records) == sorted(p.name for p in source.iterdir())
+    assert all(r["status"] == "done" for r in records)
+    for record in records:
+        a = np.asarray(Image.open(tmp_path / "whole" / record["output"])).astype(int)
+        b = np.asarray(Image.open(tmp_path / "resumed" / record["output"])).astype(int)
+        assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05, (record["output"], np.abs(a - b).max())

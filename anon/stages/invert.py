@@ -12,6 +12,7 @@ import torch
 from anon.data.images import load_image
 from anon.manifest import ManifestWriter, latest_by_id
 from anon.outputs import save_code
+from anon.seeding import takes_ids
 from anon.stages.common import chunks
 
 
@@ -47,7 +48,8 @@ def run_invert(inverter, images: dict[str, Path], stage_dir: str | Path, image_s
                             "error": f"unreadable image: {type(err).__name__}: {err}"})
         if batch_ids:
             with torch.no_grad():
-                codes = inverter(torch.stack(tensors).to(device))
+                batch = torch.stack(tensors).to(device)  # random starts keyed by id, not by place in the batch
+                codes = inverter(batch, ids=batch_ids) if takes_ids(inverter) else inverter(batch)
             for image_id, code in zip(batch_ids, codes):
                 save_code(code, stage_dir / "codes" / f"{image_id}.pt")
         failures.append(bad)

@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from anon.errors import ConfigError
 from anon.manifest import ManifestWriter, done_ids
-from anon.run import CONFIG_DIR, anonymize, one_line_errors, resolve_run_dir
+from anon.run import CONFIG_DIR, anonymize, build_network, one_line_errors, resolve_run_dir
+from anon.seeding import built_seeded
 from anon.stages.align import read_alignment
 from anon.stages.common import is_done, pick_device, rank_and_world
 from anon.stages.invert import missing
@@ -34,8 +35,11 @@ def wait_for(ready, what: str, timeout_s: float = 7 * 24 * 3600, poll_s: float =
 
 
 def build_inverter(cfg: DictConfig, generator):
-    inverter = instantiate(cfg.inverter)
-    return inverter(generator=generator) if isinstance(inverter, functools.partial) else inverter
+    """The inverter (an encoder, or optimisation into ``generator``), seeded like every network."""
+    def build():
+        inverter = instantiate(cfg.inverter)
+        return inverter(generator=generator) if isinstance(inverter, functools.partial) else inverter
+    return built_seeded(int(cfg.get("seed", 0)), "inverter", build)
 
 
 STAGES = ("align", "fakes", "invert", "pair", "anonymize")
@@ -52,8 +56,9 @@ def run_pipeline(cfg: DictConfig) -> dict:
     stages = cfg.stages
     data = cfg.dataset
     images = instantiate(cfg.dataset).image_paths()
-    generator = instantiate(cfg.generator) if only in (None, "fakes", "invert") else None
-    features = instantiate(cfg.attribute) if only in (None, "fakes", "pair") else None
+    # The same (seeded) networks as the anonymisation builds: random tiny weights agree across stages and runs.
+    generator = build_network(cfg, "generator") if only in (None, "fakes", "invert") else None
+    features = build_network(cfg, "attribute") if only in (None, "fakes", "pair") else None
     aligned_dir = None
     if cfg.get("align"):
         sources = images
