@@ -135,6 +135,24 @@ class FalcoFaceAnonymizer:
 
         return cls(module, inverter, ids, features, load_code, module.attribute, cfg.dataset.image_size, device)
 
+    #: Nearest fakes searched per face: a fake whose code file cannot be read is passed over for the next.
+    NEIGHBOURS = 8
+
+    def _readable_neighbour(self, index: torch.Tensor, similarity: torch.Tensor) -> tuple[str, torch.Tensor, float]:
+        """``(fake id, its code, pairing similarity)`` of the nearest fake whose code file is readable."""
+        errors = []
+        for i, s in zip(index.tolist(), similarity.tolist()):
+            fake = self.pool_ids[int(i)]
+            try:
+                code = self.load_code(fake)
+                if not isinstance(code, torch.Tensor):
+                    raise ValueError(f"holds a {type(code).__name__}, not a tensor")
+                return fake, code, float(s)
+            except Exception as err:  # a corrupt file in the fake pool's cache
+                errors.append(f"{fake}: {type(err).__name__}")
+        raise ValueError(f"no readable code among the {len(errors)} nearest fakes ({', '.join(errors)}); "
+                         "delete the fake pool's folder (stages.fakes_dir) to rebuild it")
+
     def __call__(self, crops: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
         from anon.stages.fakes import embed
         from anon.stages.pair import nearest_neighbours
@@ -146,14 +164,16 @@ class FalcoFaceAnonymizer:
                 codes = self.inverter(x, ids=list(ids) if ids is not None else [content_key(c) for c in crops])
             else:
                 codes = self.inverter(x)
-            similarity, index = nearest_neighbours(embed(self.pairing, x).float().cpu(), self.pool_features)
-        fakes = [self.pool_ids[int(i)] for i in index[:, 0]]
-        neighbours = torch.stack([self.load_code(f) for f in fakes]).to(self.device, codes.dtype)
+            similarity, index = nearest_neighbours(embed(self.pairing, x).float().cpu(), self.pool_features,
+                                                   k=self.NEIGHBOURS)
+        picks = [self._readable_neighbour(index[i], similarity[i]) for i in range(index.shape[0])]
+        fakes = [fake for fake, _, _ in picks]
+        neighbours = torch.stack([code for _, code, _ in picks]).to(self.device, codes.dtype)
         result = self.module.optimise(x, codes, neighbours)
-        self.last = [{"fake": f, "pair_similarity": float(s),
+        self.last = [{"fake": f, "pair_similarity": s,
                       "identity_similarity_before": float(result["initial"]["similarity"][i]),
                       "identity_similarity_after": float(result["final"]["similarity"][i])}
-                     for i, (f, s) in enumerate(zip(fakes, similarity[:, 0]))]
+                     for i, (f, _, s) in enumerate(picks)]
         return _resize(result["images"].detach().float(), size).clamp(-1.0, 1.0).cpu()
 
 

@@ -590,3 +590,31 @@ def test_photos_run_killed_midway_and_resumed_matches_the_uninterrupted_run(shar
         a = np.asarray(Image.open(tmp_path / "whole" / record["output"])).astype(int)
         b = np.asarray(Image.open(tmp_path / "resumed" / record["output"])).astype(int)
         assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.05, (record["output"], np.abs(a - b).max())
+
+
+def test_unreadable_fake_code_is_passed_over_for_the_next_nearest_fake(tmp_path):
+    """A corrupt ``codes/<fake>.pt`` in the fake pool's cache (a pickled object) does not stop the run."""
+    import pickle
+
+    from anon.photos import FalcoFaceAnonymizer
+
+    class Module(torch.nn.Module):
+        def optimise(self, x, codes, neighbours):
+            self.neighbours = neighbours
+            zeros = torch.zeros(x.shape[0])
+            return {"images": x, "initial": {"similarity": zeros}, "final": {"similarity": zeros}}
+
+    class Pairing(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    (tmp_path / "f0.pt").write_bytes(pickle.dumps(Path("not a tensor")))
+    torch.save(torch.full((2, 4), 1.0), tmp_path / "f1.pt")
+    load = lambda fake: torch.load(tmp_path / f"{fake}.pt", weights_only=True)  # noqa: E731
+    features = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.9], [-1.0, 0.0, 0.0]])
+    module = Module()
+    anonymizer = FalcoFaceAnonymizer(module, lambda x: torch.zeros(x.shape[0], 2, 4), ["f0", "f1", "f2"], features,
+                                     load, Pairing(), image_size=8)
+    out = anonymizer(torch.full((1, 3, 8, 8), 0.5))
+    assert out.shape == (1, 3, 8, 8) and anonymizer.last[0]["fake"] == "f1"
+    assert torch.equal(module.neighbours[0], torch.full((2, 4), 1.0))
