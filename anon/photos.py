@@ -47,6 +47,7 @@ from anon.errors import ConfigError
 from anon.seeding import content_key, takes_ids
 
 POLICIES = ("leave", "blur", "fill")
+NO_FACE_POLICIES = ("pass", "fail")
 MASK_SHAPES = ("ellipse", "square")
 #: What each small-face policy records as the face's ``policy`` in the manifest.
 POLICY_RECORD = {"leave": "left", "blur": "blurred", "fill": "filled"}
@@ -222,7 +223,8 @@ class PhotoResult:
     @property
     def status(self) -> str:
         """``done``; ``no_face`` (returned unchanged); or ``failed``: no face found in an image where none
-        could be searched (``error`` says why, e.g. a blank frame), which must not pass as face-free."""
+        could be searched (``error`` says why, e.g. a blank frame), which must not pass as face-free, or
+        none found under ``no_face_policy=fail``."""
         return "done" if self.faces else ("failed" if self.error else "no_face")
 
     @property
@@ -345,6 +347,9 @@ class Anonymizer:
         min_face_size: smallest FFHQ quad side (photo px) that is anonymised; smaller faces follow
             ``small_face_policy``.
         small_face_policy: ``leave`` | ``blur`` | ``fill`` for faces too small or not alignable.
+        no_face_policy: a photo where no face is found: ``pass`` (``no_face``, returned unchanged) or
+            ``fail`` (``failed``: nothing may pass unsearched). Either way a degenerate photo (a blank
+            frame, :func:`anon.data.images.degenerate`), where no face could be searched, is ``failed``.
         detect_min_face_size: smallest face the detector searches (photo px, MTCNN box side); when the
             photo is downscaled for detection the floor is ``12 x`` the downscale factor.
         detect_max_side: detect on a copy with this long side at most (None: full size).
@@ -363,7 +368,9 @@ class Anonymizer:
                  detect_max_side: int | None = 2048, detect_threads: int | None = 1, min_prob: float = 0.0,
                  batch_size: int = 16, max_pending: int = 8, mask_shape: str = "ellipse", feather: float = 0.25,
                  blur_sigma: float = 0.2, region_scale: float = 1.3, region_feather: float = 0.3,
-                 border_blur: float = FFHQ_BORDER_BLUR):
+                 border_blur: float = FFHQ_BORDER_BLUR, no_face_policy: str = "pass"):
+        if no_face_policy not in NO_FACE_POLICIES:
+            raise ConfigError(f"photos.no_face_policy must be one of {NO_FACE_POLICIES}, not {no_face_policy!r}")
         if small_face_policy not in POLICIES:
             raise ConfigError(f"photos.small_face_policy must be one of {POLICIES}, not {small_face_policy!r}")
         if mask_shape not in MASK_SHAPES:
@@ -372,7 +379,7 @@ class Anonymizer:
             raise ConfigError("photos.batch_size and photos.max_pending must be positive")
         self.detector, self.face_anonymizer = detector, face_anonymizer
         self.crop_size, self.zoom, self.min_face_size = int(crop_size), float(zoom), float(min_face_size)
-        self.small_face_policy = small_face_policy
+        self.small_face_policy, self.no_face_policy = small_face_policy, no_face_policy
         self.detect_min_face_size = float(detect_min_face_size)
         self.detect_max_side = None if not detect_max_side else int(detect_max_side)
         self.detect_threads = None if not detect_threads else int(detect_threads)
@@ -597,7 +604,8 @@ class Anonymizer:
             output = self.paste(item.image, item.faces)
             for face in item.faces:
                 face.result = None
-            error = None if item.faces else degenerate(item.image)
+            error = None if item.faces else (degenerate(item.image) or (
+                "no face found (photos.no_face_policy=fail)" if self.no_face_policy == "fail" else None))
             yield item.key, PhotoResult(output, item.faces, time.perf_counter() - item.started, error)
 
     def __call__(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:

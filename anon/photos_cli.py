@@ -337,7 +337,7 @@ def anonymize_folder(anonymizer: Anonymizer, input: str | Path, output: str | Pa
                   "faces": [f.record() for f in result.faces], "seconds": round(result.seconds, 3)}
         try:
             if result.status == "failed":  # nothing written: an unsearched photo must not pass through
-                record.update(output=None, error=f"faces cannot be searched: {result.error}")
+                record.update(output=None, error=result.error)
             else:
                 record.update(write_photo(photo, result, output / out_rel, jpeg_quality, strip_metadata, keep_icc))
         except Exception as err:

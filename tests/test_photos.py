@@ -509,6 +509,7 @@ def test_sixteen_bit_face_is_anonymised_and_blank_frames_fail_instead_of_passing
     Image.fromarray(grey).save(source / "face16.png")
     Image.new("RGB", (200, 160), (255, 255, 255)).save(source / "white.png")
     Image.new("L", (200, 160), 90).save(source / "grey.jpg")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(source / "noise.png")
     counts = anonymize_folder(identity_anonymizer(), source, tmp_path / "out")
     records = {Path(r["source"]).name: r for r in
                map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
@@ -516,7 +517,14 @@ def test_sixteen_bit_face_is_anonymised_and_blank_frames_fail_instead_of_passing
     for name in ("white.png", "grey.jpg"):
         assert records[name]["status"] == "failed" and "degenerate image" in records[name]["error"]
         assert records[name]["output"] is None and not (tmp_path / "out" / name).exists()
-    assert counts["failed"] == 2 and counts["no_face"] == 0
+    assert counts["failed"] == 2 and counts["no_face"] == 1 and records["noise.png"]["status"] == "no_face"
+    strict = anonymize_folder(identity_anonymizer("photos.no_face_policy=fail"), source, tmp_path / "strict")
+    records = {Path(r["source"]).name: r for r in
+               map(json.loads, (tmp_path / "strict" / "manifest.jsonl").read_text().splitlines())}
+    assert records["noise.png"]["status"] == "failed" and "no_face_policy=fail" in records["noise.png"]["error"]
+    assert strict["failed"] == 3 and strict["done"] == 1 and not (tmp_path / "strict" / "noise.png").exists()
+    with pytest.raises(Exception, match="no_face_policy must be one of"):
+        identity_anonymizer("photos.no_face_policy=maybe")
 
 
 @pytest.mark.real_data
