@@ -6,7 +6,9 @@ folder keeps its resolved ``config.yaml``).
 
 The hash never sees where things happen to lie on this machine (:func:`machine_free`): a checkpoint
 counts by its registry name and sha256 (a file outside the registry by its name and sha256), an image
-folder by its content (:func:`folder_key`: sorted relative names and sizes), the stage folders of codes
+folder by its content (:func:`folder_key`, the ``${folder_key:...}`` resolver: sorted relative names
+and sizes, listed once per composed config; a ``dataset`` node's own ``images`` path is left out of
+the hash, which gets the folder's key as a term of its own), the stage folders of codes
 by their last three components (``invert/<hash>/codes``) and small side files (split lists,
 attributes) by their sha256. Copying the data to another mount or the weights to another ``HOME``
 resumes the same run; adding, removing or resizing an image starts a new one.
@@ -91,8 +93,8 @@ def machine_free(key: str | None, value):
         return value
     if key in WEIGHT_KEYS:
         return weights_key(value)
-    if key in IMAGE_FOLDER_KEYS:
-        return folder_key(value)
+    if key in IMAGE_FOLDER_KEYS:  # the folder's content enters through a ${folder_key:...} term of the hash
+        return "<image folder>"
     if key in CODE_KEYS:
         return _tail(value)
     if key in SIDE_FILE_KEYS:
@@ -119,5 +121,5 @@ def config_hash(*nodes, length: int = 8) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_hash"):
         OmegaConf.register_new_resolver("run_hash", config_hash)
-    if not OmegaConf.has_resolver("folder_key"):  # an image folder by content, for the stage folders' hashes
-        OmegaConf.register_new_resolver("folder_key", folder_key)
+    if not OmegaConf.has_resolver("folder_key"):  # an image folder by content, listed once per config
+        OmegaConf.register_new_resolver("folder_key", folder_key, use_cache=True)
