@@ -20,7 +20,10 @@ Files (:func:`read_photo`, :func:`write_photo`):
 source, output, status (``done`` | ``no_face`` | ``failed``), size, format, faces (box, probability,
 face size, status, policy, alignment transform, and FALCO's pairing / identity facts), metadata
 stripped, whether the file was re-encoded, seconds. A second run skips photos already recorded
-(``files.overwrite=true`` redoes them).
+(``files.overwrite=true`` redoes them). Every image-suffixed entry is a record: an unreadable file
+(a symlink loop, a dangling link), a blank frame where no face can be searched, and a photo whose
+output name another photo took (``x.webp`` -> ``x.webp.png`` beside a real ``x.webp.png``) are
+``failed`` with an ``error`` and write nothing.
 """
 from __future__ import annotations
 
