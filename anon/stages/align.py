@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from anon.data.align import align_with_policy
-from anon.data.images import load_rgb
+from anon.data.images import degenerate, load_rgb
 from anon.manifest import ManifestWriter, latest_by_id
 from anon.outputs import save_png
 
@@ -43,8 +43,12 @@ def run_align(detector, images: dict[str, Path], stage_dir: str | Path, size: in
         except Exception as err:
             writer.append([{**record, "status": "failed", "reason": f"unreadable image: {type(err).__name__}: {err}"}])
             continue
-        crop, outcome = align_with_policy(pixels, best_face(detector.detect(pixels)), size, policy, min_face_size,
-                                          zoom)
+        face = best_face(detector.detect(pixels))
+        blank = degenerate(pixels) if face is None else None
+        if blank:  # no face could be searched: not a faceless image to crop and "anonymise"
+            writer.append([{**record, "status": "failed", "reason": blank}])
+            continue
+        crop, outcome = align_with_policy(pixels, face, size, policy, min_face_size, zoom)
         if crop is not None:
             save_png(crop, stage_dir / "aligned" / f"{image_id}.png")
         writer.append([{**record, **outcome.to_dict()}])

@@ -20,8 +20,10 @@ class FakeDetector:
 
 def make_images(root, n=4):
     images = {}
+    rng = np.random.default_rng(0)
     for i in range(n):
-        a = np.full((64, 64, 3), 255 if i % 2 == 0 else 0, np.uint8)
+        texture = rng.integers(0, 40, (64, 64, 3))  # not a blank frame (those fail: see below)
+        a = (255 - texture if i % 2 == 0 else texture).astype(np.uint8)
         a[20:40, 20:40] = 90
         path = root / f"img{i}.png"
         Image.fromarray(a).save(path)
@@ -56,3 +58,13 @@ def test_policy_unaligned_keeps_faceless_images_and_too_small_faces(tmp_path):
     assert sorted(aligned) == ["img0", "img1", "img2", "img3"]
     assert records["img0"]["status"] == "unaligned" and records["img0"]["reason"] == "face_too_small"
     assert records["img0"]["transform"] is not None
+
+
+def test_blank_frame_without_a_face_fails_instead_of_being_cropped(tmp_path):
+    images = make_images(tmp_path, n=2)
+    Image.new("RGB", (64, 64), (3, 3, 3)).save(tmp_path / "blank.png")  # dark: FakeDetector finds no face
+    images["blank"] = tmp_path / "blank.png"
+    aligned = run_align(FakeDetector(), images, tmp_path / "stage", size=32, policy="unaligned", min_face_size=8)
+    records = read_alignment(tmp_path / "stage")
+    assert records["blank"]["status"] == "failed" and "degenerate image" in records["blank"]["reason"]
+    assert records["img1"]["status"] == "unaligned" and "blank" not in aligned
