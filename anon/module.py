@@ -17,11 +17,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from anon.data.images import to_uint8
 from anon.latent import LatentLayout
 from anon.losses import FalcoLoss
 from anon.manifest import ManifestWriter
-from anon.outputs import code_path, image_path, save_code, save_png
+from anon.outputs import check_format, code_path, image_path, save_code, save_output, save_png
 from anon.preemption import StopFlag
 from anon.schedule import fractional_multistep
 from anon.summary import write_run_summary
@@ -67,13 +66,14 @@ class FalcoModule(pl.LightningModule):
         channels_last: keep the networks' convolution weights and the images in NHWC memory layout.
         compile: run each step's render + losses through ``torch.compile`` (compiled once per batch
             shape on first use; a C++ compiler on CPU, Triton on GPU).
+        output_format: ``png`` (lossless, default) or ``official_jpeg`` (see :mod:`anon.outputs`).
     """
 
     def __init__(self, generator: nn.Module, identity: nn.Module, attribute: nn.Module, loss: FalcoLoss,
                  latent: LatentLayout, optimizer: Callable | None = None, scheduler: Callable | None = None,
                  steps: int = 50, log_every: int = 1, log_images: bool = False, loss_resolution: int | None = None,
                  early_stop_tolerance: float | None = None, precision: str = "32", channels_last: bool = False,
-                 compile: bool = False):
+                 compile: bool = False, output_format: str = "png"):
         super().__init__()
         self.generator, self.identity, self.attribute = generator, identity, attribute
         for net in (generator, identity, attribute):
@@ -89,6 +89,7 @@ class FalcoModule(pl.LightningModule):
         self.precision = str(precision)
         self.channels_last, self.compile = bool(channels_last), bool(compile)
         self._compiled_step: Callable | None = None
+        self.output_format = check_format(output_format)
         self._layout_is_channels_last = False  # whether step_function put the networks in NHWC
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
@@ -224,16 +225,16 @@ class FalcoModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ outputs and logging
     def _write_outputs(self, batch: dict, result: dict, wall: float) -> list[dict]:
-        pixels = to_uint8(result["images"])
         n = len(batch["id"])
         records = []
         for i, image_id in enumerate(batch["id"]):
-            save_png(pixels[i], image_path(self.run_dir, image_id))
+            out_path = image_path(self.run_dir, image_id, self.output_format)
+            save_output(result["images"][i], out_path, self.output_format)
             save_code(result["ws"][i], code_path(self.run_dir, image_id))
             init, final = result["initial"], result["final"]
             records.append({
                 "id": image_id, "source": batch["source"][i], "status": "done", "rank": self.global_rank,
-                "image": image_path(self.run_dir, image_id).relative_to(self.run_dir).as_posix(),
+                "image": out_path.relative_to(self.run_dir).as_posix(),
                 "code": code_path(self.run_dir, image_id).relative_to(self.run_dir).as_posix(),
                 "steps": int(result["steps"][i]), "batch_size": n, "wall_time_s": wall / n,
                 "identity_similarity_before": float(init["similarity"][i]),

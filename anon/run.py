@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from anon.baseline_run import is_baseline, run_baseline
 from anon.errors import AnonError
 from anon.module import FalcoModule
 from anon.preemption import Preempted, StopFlag, exit_code, requeue_slurm_job
@@ -62,7 +63,8 @@ def build_module(cfg: DictConfig) -> FalcoModule:
     return instantiate(cfg.module, generator=build_network(cfg, "generator"), identity=build_network(cfg, "identity"),
                        attribute=build_network(cfg, "attribute"), loss=instantiate(cfg.loss),
                        latent=instantiate(cfg.latent), optimizer=instantiate(cfg.optim),
-                       scheduler=instantiate(cfg.scheduler))
+                       scheduler=instantiate(cfg.scheduler),
+                       output_format=OmegaConf.select(cfg, "output.format", default="png"))
 
 
 def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
@@ -73,6 +75,8 @@ def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_baseline(cfg):  # blur / pixelate / mask: no networks, no Trainer
+        return run_baseline(cfg, run_dir, images)
     data = instantiate(cfg.dataset, **({"images": str(images)} if images is not None else {}))
     module = build_module(cfg)
     module.run_dir = run_dir

@@ -20,11 +20,12 @@ def summarise(records: list[dict]) -> dict:
         "images_done": len(done),
         "images_failed": len(failed),
         "failed_ids": failed,
-        "identity_similarity_before": mean(r["identity_similarity_before"] for r in done),
-        "identity_similarity_after": mean(r["identity_similarity_after"] for r in done),
-        "loss_total": mean(r["loss"]["total"] for r in done),
-        "loss_identity": mean(r["loss"]["identity"] for r in done),
-        "loss_attribute": mean(r["loss"]["attribute"] for r in done),
+        # Baseline records (blur, pixelate, mask) have no loss terms: NaN, as for an empty run.
+        "identity_similarity_before": mean(r["identity_similarity_before"] for r in done if "identity_similarity_before" in r),
+        "identity_similarity_after": mean(r["identity_similarity_after"] for r in done if "identity_similarity_after" in r),
+        "loss_total": mean(r["loss"]["total"] for r in done if "loss" in r),
+        "loss_identity": mean(r["loss"]["identity"] for r in done if "loss" in r),
+        "loss_attribute": mean(r["loss"]["attribute"] for r in done if "loss" in r),
         "seconds_per_image": mean(r["wall_time_s"] for r in done),
     }
 

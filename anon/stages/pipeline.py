@@ -15,6 +15,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from anon.baseline_run import is_baseline
 from anon.errors import ConfigError
 from anon.manifest import ManifestWriter, done_ids
 from anon.run import CONFIG_DIR, anonymize, build_network, one_line_errors, resolve_run_dir
@@ -56,9 +57,12 @@ def run_pipeline(cfg: DictConfig) -> dict:
     stages = cfg.stages
     data = cfg.dataset
     images = instantiate(cfg.dataset).image_paths()
+    baseline = is_baseline(cfg)  # blur / pixelate / mask: only align (if configured) and anonymize run
+    if baseline and only in ("fakes", "invert", "pair"):
+        raise ConfigError(f"only={only}: method={cfg.method._target_.rsplit('.', 1)[-1]} needs no {only} stage")
     # The same (seeded) networks as the anonymisation builds: random tiny weights agree across stages and runs.
-    generator = build_network(cfg, "generator") if only in (None, "fakes", "invert") else None
-    features = build_network(cfg, "attribute") if only in (None, "fakes", "pair") else None
+    generator = build_network(cfg, "generator") if only in (None, "fakes", "invert") and not baseline else None
+    features = build_network(cfg, "attribute") if only in (None, "fakes", "pair") and not baseline else None
     aligned_dir = None
     if cfg.get("align"):
         sources = images
@@ -74,6 +78,9 @@ def run_pipeline(cfg: DictConfig) -> dict:
         aligned_dir = Path(stages.align_dir) / "aligned"
         if only == "align":
             return {"stage_dir": stages.align_dir}
+    if baseline:
+        print("[anon] anonymize (baseline: no fakes, inversion or pairing)", flush=True)
+        return anonymize(cfg, images=aligned_dir)
 
     if runs("fakes"):
         print(f"[anon] fakes   -> {stages.fakes_dir}", flush=True)
