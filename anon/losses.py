@@ -49,13 +49,20 @@ class FalcoLoss(nn.Module):
         official_value_ranges: reproduce the official code's range mismatch (FALCO.md section 9):
             originals are fed to the loss networks in [0, 1] while generated images stay in [-1, 1].
             Off by default: both are fed in [-1, 1].
+        target: which original the losses compare against: ``aligned`` (default: the image being
+            anonymised, e.g. the FFHQ-aligned crop e4e inverted) or ``unaligned`` (the source image
+            before alignment, at its native size, as the official code does; FALCO.md section 9.3).
+            Read by the run, which hands the data the source folder (:func:`anon.run.anonymize`).
     """
 
     def __init__(self, margin: float = 0.0, lambda_id: float = 10.0, lambda_attr: float = 0.1,
-                 official_value_ranges: bool = False):
+                 official_value_ranges: bool = False, target: str = "aligned"):
         super().__init__()
         self.margin, self.lambda_id, self.lambda_attr = float(margin), float(lambda_id), float(lambda_attr)
         self.official_value_ranges = bool(official_value_ranges)
+        if target not in ("aligned", "unaligned"):
+            raise ValueError(f"loss.target must be aligned or unaligned, not {target!r}")
+        self.target = target
 
     def reference_input(self, originals: torch.Tensor) -> torch.Tensor:
         """Originals (in [-1, 1]) as the loss networks see them."""

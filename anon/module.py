@@ -105,8 +105,10 @@ class FalcoModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ the optimisation loop
     def optimise(self, images: torch.Tensor, w_inversion: torch.Tensor, w_neighbour: torch.Tensor,
-                 on_step: Callable[[int, dict], None] | None = None, keep_initial_images: bool = False) -> dict:
-        """Anonymise a batch. images: N x 3 x H x W in [-1, 1]; codes: N x L x D.
+                 on_step: Callable[[int, dict], None] | None = None, keep_initial_images: bool = False,
+                 targets: torch.Tensor | None = None) -> dict:
+        """Anonymise a batch. images: N x 3 x H x W in [-1, 1]; codes: N x L x D; ``targets`` (N x 3 x H' x W'
+        in [-1, 1]): what the losses compare against instead of ``images`` (``loss.target=unaligned``).
 
         Returns ``ws`` (N x L x D final codes), ``images`` (N x 3 x R x R), and the per-sample loss terms
         ``initial`` (at the starting code) and ``final`` (at the returned code).
@@ -117,7 +119,7 @@ class FalcoModule(pl.LightningModule):
         trainable = start.clone().requires_grad_(True)
         optimizer = self.make_optimizer([trainable])
         scheduler = self.make_scheduler(optimizer, steps=self.steps)
-        ref = self.loss.reference(self.identity, self.attribute, images)
+        ref = self.loss.reference(self.identity, self.attribute, images if targets is None else targets)
         step_losses = self.step_function()
         initial = initial_images = None
         active = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
@@ -204,7 +206,8 @@ class FalcoModule(pl.LightningModule):
         if batch["id"]:
             with torch.enable_grad():
                 result = self.optimise(batch["image"], batch["w_inversion"], batch["w_neighbour"],
-                                       on_step=self._log_step, keep_initial_images=self.log_images)
+                                       on_step=self._log_step, keep_initial_images=self.log_images,
+                                       targets=batch.get("target"))
             records += self._write_outputs(batch, result, time.perf_counter() - started)
             if self.log_images and batch_idx == 0:
                 self._log_grid(batch["image"], result["initial_images"], result["images"], batch_idx)

@@ -81,6 +81,8 @@ def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
     module = build_module(cfg)
     module.run_dir = run_dir
     data.attach(run_dir, getattr(module.generator, "num_ws", None))
+    if module.loss.target == "unaligned":  # the source images, before any alignment or resizing
+        data.use_targets(cfg.dataset.images)
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else None
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False, default_root_dir=str(run_dir))
     stop = StopFlag().install()  # the launching process too: it must outlive the ranks finishing their batch

@@ -43,6 +43,12 @@ class FolderDataModule(pl.LightningDataModule):
         self.num_ws: int | None = None
         self.items: AnonymizationItems | None = None
         self.total = self.skipped = 0
+        self.targets_root: Path | None = None
+
+    def use_targets(self, root: str | Path | None) -> None:
+        """Compare the losses against the images of ``root`` (same ids, native size, e.g. the unaligned
+        originals, as the official code does) instead of the anonymised inputs; ``None``: the inputs."""
+        self.targets_root = Path(root) if root is not None else None
 
     def attach(self, run_dir: str | Path, num_ws: int | None) -> None:
         """Tell the data where the run's manifest lives (for resume) and the generator's W+ row count."""
@@ -72,7 +78,8 @@ class FolderDataModule(pl.LightningDataModule):
             shard(pending, rank, world), images,
             CodeFolder(self.inversions_root, what="inversion folder"),
             CodeFolder(self.neighbours_root, self.pairs, what="neighbour-code folder"),
-            self.image_size, self.num_ws)
+            self.image_size, self.num_ws,
+            targets=list_images(self.targets_root) if self.targets_root is not None else None)
         if self.trainer is not None:
             # Every rank must read the manifest before any rank appends to it, or the shards disagree.
             self.trainer.strategy.barrier("anon-manifest-read")

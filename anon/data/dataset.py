@@ -13,13 +13,16 @@ from anon.data.images import load_image
 class AnonymizationItems(Dataset):
     """Items ``{"id", "image" (3 x S x S, [-1, 1]), "w_inversion" (L x D), "w_neighbour" (L x D)}``.
 
+    With ``targets`` (``{id: path}``), items also carry ``"target"``: that image at its native size in
+    [-1, 1], what the losses compare against (``loss.target=unaligned``).
+
     An item that cannot be read (corrupt image, missing code) comes back as ``{"id", "error"}`` so the
     run records and skips it instead of crashing or silently dropping it.
     """
 
     def __init__(self, ids: list[str], images: dict[str, Path], inversions: CodeFolder, neighbours: CodeFolder,
-                 image_size: int | None, num_ws: int | None):
-        self.ids, self.images = ids, images
+                 image_size: int | None, num_ws: int | None, targets: dict[str, Path] | None = None):
+        self.ids, self.images, self.targets = ids, images, targets
         self.inversions, self.neighbours = inversions, neighbours
         self.image_size, self.num_ws = image_size, num_ws
 
@@ -31,6 +34,9 @@ class AnonymizationItems(Dataset):
         path = self.images[image_id]
         try:
             image = load_image(path, self.image_size)
+            target = {} if self.targets is None else {"target": load_image(self.targets[image_id])}
+        except KeyError:
+            return {"id": image_id, "source": str(path), "error": "no loss target image with this id"}
         except Exception as err:  # PIL raises several types for bad files
             return {"id": image_id, "source": str(path), "error": f"unreadable image: {one_line(err)}"}
         try:
@@ -38,7 +44,7 @@ class AnonymizationItems(Dataset):
             w_nb = self.neighbours.load(image_id, self.num_ws)
         except Exception as err:  # torch.load raises UnpicklingError, EOFError, RuntimeError... on bad files
             return {"id": image_id, "source": str(path), "error": f"bad latent code: {one_line(err)}"}
-        return {"id": image_id, "source": str(path), "image": image, "w_inversion": w_inv, "w_neighbour": w_nb}
+        return {"id": image_id, "source": str(path), "image": image, "w_inversion": w_inv, "w_neighbour": w_nb, **target}
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:
@@ -53,6 +59,7 @@ def collate_items(items: list[dict]) -> dict:
     batch = {"failed": [{"id": it["id"], "source": it["source"], "error": it["error"]} for it in items if "error" in it],
              "id": [it["id"] for it in ok], "source": [it["source"] for it in ok]}
     if ok:
-        for key in ("image", "w_inversion", "w_neighbour"):
-            batch[key] = torch.stack([it[key] for it in ok])
+        for key in ("image", "w_inversion", "w_neighbour", "target"):
+            if key in ok[0]:
+                batch[key] = torch.stack([it[key] for it in ok])
     return batch

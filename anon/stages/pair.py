@@ -41,8 +41,11 @@ def nearest_neighbours(queries: torch.Tensor, keys: torch.Tensor, k: int = 1, qu
 
 @torch.no_grad()
 def real_features(feature_net, images: dict[str, Path], ids: list[str], image_size: int | None, batch_size: int,
-                  device) -> tuple[list[str], torch.Tensor]:
-    """Features of the readable images among ``ids`` (unreadable ones are left out; invert records them)."""
+                  device, official_value_ranges: bool = False) -> tuple[list[str], torch.Tensor]:
+    """Features of the readable images among ``ids`` (unreadable ones are left out; invert records them).
+
+    ``official_value_ranges``: feed the reals in [0, 1] (the fakes' features stay those of [-1, 1]
+    generator outputs), the official code's mismatch (FALCO.md section 9.2)."""
     kept, feats = [], []
     for part in chunks(len(ids), batch_size):
         tensors = []
@@ -53,16 +56,26 @@ def real_features(feature_net, images: dict[str, Path], ids: list[str], image_si
             except Exception:
                 continue
         if tensors:
-            feats.append(embed(feature_net, torch.stack(tensors).to(device)).float().cpu())
+            batch = torch.stack(tensors).to(device)
+            batch = (batch + 1) / 2 if official_value_ranges else batch
+            feats.append(embed(feature_net, batch).float().cpu())
     return kept, torch.cat(feats) if feats else torch.empty(0)
 
 
 def run_pair(feature_net, images: dict[str, Path], fakes_dir: str | Path, stage_dir: str | Path, k: int = 1,
-             image_size: int | None = 256, batch_size: int = 16, device: torch.device | str = "cpu") -> Path:
+             image_size: int | None = 256, batch_size: int = 16, device: torch.device | str = "cpu",
+             official_value_ranges: bool = False, originals: str = "aligned",
+             unaligned: dict[str, Path] | None = None) -> Path:
     """Pair every readable image of ``images`` (``{id: path}``) with its nearest fake(s).
 
     Pairs already in ``pairs.json`` are kept; only images without one are embedded and searched.
+    ``originals="unaligned"`` embeds ``unaligned[id]`` (the source before alignment) instead of
+    ``images[id]``, as the official code does; ``official_value_ranges`` feeds the reals in [0, 1].
     """
+    if originals not in ("aligned", "unaligned"):
+        raise ValueError(f"pair.originals must be aligned or unaligned, not {originals!r}")
+    if originals == "unaligned":
+        images = {i: (unaligned or {}).get(i, p) for i, p in images.items()}
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     pairs = read_json(stage_dir / "pairs.json")
@@ -71,7 +84,7 @@ def run_pair(feature_net, images: dict[str, Path], fakes_dir: str | Path, stage_
     if not todo:
         return stage_dir
     feature_net = feature_net.to(device).eval()
-    real_ids, real = real_features(feature_net, images, todo, image_size, batch_size, device)
+    real_ids, real = real_features(feature_net, images, todo, image_size, batch_size, device, official_value_ranges)
     fake_ids, fake = load_features(fakes_dir)
     if not fake_ids:
         raise RuntimeError(f"no fake features in {fakes_dir}: run the fakes stage first")

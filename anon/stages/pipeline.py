@@ -64,8 +64,8 @@ def run_pipeline(cfg: DictConfig) -> dict:
     generator = build_network(cfg, "generator") if only in (None, "fakes", "invert") and not baseline else None
     features = build_network(cfg, "attribute") if only in (None, "fakes", "pair") and not baseline else None
     aligned_dir = None
+    sources = images  # before alignment (pair.originals=unaligned embeds these)
     if cfg.get("align"):
-        sources = images
         if runs("align") or only == "invert":
             print(f"[anon] align   -> {stages.align_dir}", flush=True)
             if not cfg.get("detector"):
@@ -100,7 +100,7 @@ def run_pipeline(cfg: DictConfig) -> dict:
     if runs("pair") and rank == 0:
         print(f"[anon] pair    -> {stages.pair_dir}", flush=True)
         instantiate(cfg.pair)(features, inverted, stages.fakes_dir, stage_dir=stages.pair_dir,
-                              image_size=data.image_size, device=device)
+                              image_size=data.image_size, device=device, unaligned=sources)
     require(only if only != "pair" else None, lambda: set(inverted) <= set(read_json(Path(stages.pair_dir) / "pairs.json")),
             f"pairs in {stages.pair_dir}", "pair")
     if only == "pair":
