@@ -2,7 +2,9 @@
 its native size (official), and with official_value_ranges the source is seen in [0, 1]."""
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from anon.data.images import list_images, load_image
 from anon.losses import FalcoLoss
@@ -46,3 +48,13 @@ def test_unknown_target_is_a_one_line_error():
 
     with pytest.raises(ValueError, match="loss.target"):
         FalcoLoss(target="cropped")
+
+
+def test_image_size_null_resizes_once_inside_the_networks(tiny_cfg, tiny_world, monkeypatch):
+    """dataset.image_size=null (the official experiment): no resampling on load, the decoded pixels reach
+    the loss networks, which do the only resize."""
+    seen = record_reference_inputs(monkeypatch)
+    anonymize(tiny_cfg("dataset.image_size=null", "dataset.limit=1", "dataset.batch_size=1", "module.steps=1"))
+    decoded = torch.from_numpy(np.asarray(Image.open(first_source(tiny_world)).convert("RGB"), dtype=np.float32))
+    assert seen[0].shape == (1, 3, 64, 64)
+    assert torch.allclose(seen[0][0], decoded.permute(2, 0, 1) / 127.5 - 1)

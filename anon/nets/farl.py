@@ -161,13 +161,22 @@ class FarlAttributes(nn.Module):
         """
         return self.visual.tokens(self.prepare(x))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor, values: str = "minus_one_one") -> torch.Tensor:
         """Embedding for nearest-neighbour pairing.
 
         Args:
             x: ``B x 3 x H x W`` images in ``[-1, 1]`` (always CLIP-normalised, whatever ``preprocess``).
+            values: ``minus_one_one`` maps ``x`` to [0, 1] before the CLIP normalisation;
+                ``as_given`` normalises the values as they are (the official pairing, which feeds reals
+                in [0, 1] and fakes in [-1, 1]; FALCO.md section 9.2).
         Returns:
             ``B x output_dim`` L2-normalised ``encode_image`` embeddings (cosine = dot product).
         """
+        if values == "as_given":
+            x = resize_center_crop(x, self.visual.input_resolution)
+            x = (x - self.clip_mean.to(x.dtype)) / self.clip_std.to(x.dtype)
+            return F.normalize(self.visual.embed(x), dim=-1)
+        if values != "minus_one_one":
+            raise ValueError(f"values must be minus_one_one or as_given, not {values!r}")
         return F.normalize(self.visual.embed(self.prepare(x, "clip")), dim=-1)
 

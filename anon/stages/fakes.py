@@ -6,6 +6,7 @@ chunk ``c`` belongs to rank ``c % world``; a chunk whose feature file exists is 
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -26,9 +27,19 @@ def fake_latents(index: range, z_dim: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.stack([np.random.default_rng([seed, i]).standard_normal(z_dim) for i in index])).float()
 
 
-def embed(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Pairing features: the network's ``embed`` (FaRL's projected CLIP embedding) or its output."""
-    return net.embed(images) if hasattr(net, "embed") else net(images)
+def embed(net: torch.nn.Module, images: torch.Tensor, official_value_ranges: bool = False) -> torch.Tensor:
+    """Pairing features: the network's ``embed`` (FaRL's projected CLIP embedding) or its output.
+
+    ``official_value_ranges``: the embedding normalises the values as given (FaRL ``values="as_given"``),
+    so reals passed in [0, 1] and fakes in [-1, 1] are seen as the official code sees them."""
+    if not hasattr(net, "embed"):
+        return net(images)
+    if not official_value_ranges:
+        return net.embed(images)
+    if "values" not in inspect.signature(net.embed).parameters:
+        raise ValueError(f"official_value_ranges pairing needs an attribute network whose embed takes `values` "
+                         f"(farl_vitb16), not {type(net).__name__}")
+    return net.embed(images, values="as_given")
 
 
 def load_features(stage_dir: str | Path) -> tuple[list[str], torch.Tensor]:
@@ -44,7 +55,10 @@ def load_features(stage_dir: str | Path) -> tuple[list[str], torch.Tensor]:
 @torch.no_grad()
 def run_fakes(generator, feature_net, stage_dir: str | Path, num_samples: int, truncation_psi: float = 0.7,
               seed: int = 0, chunk_size: int = 256, batch_size: int = 16, save_images: bool = False,
-              device: torch.device | str = "cpu", rank: int = 0, world: int = 1) -> Path:
+              device: torch.device | str = "cpu", rank: int = 0, world: int = 1,
+              official_value_ranges: bool = False) -> Path:
+    """``official_value_ranges``: fakes' features from the raw [-1, 1] images normalised as given (see
+    :func:`embed`), as the official pool; pair with ``pair.official_value_ranges`` then."""
     stage_dir = Path(stage_dir)
     if is_done(stage_dir):
         return stage_dir
@@ -59,7 +73,7 @@ def run_fakes(generator, feature_net, stage_dir: str | Path, num_samples: int, t
             index = range(chunk.start + part.start, chunk.start + part.stop)
             ws = generator.mapping(fake_latents(index, generator.z_dim, seed).to(device), truncation_psi=truncation_psi)
             images = generator(ws)
-            feats.append(embed(feature_net, images).float().cpu())
+            feats.append(embed(feature_net, images, official_value_ranges).float().cpu())
             pixels = to_uint8(images) if save_images else None
             for j, i in enumerate(index):
                 save_code(ws[j], stage_dir / "codes" / f"{fake_id(i)}.pt")

@@ -58,7 +58,7 @@ def real_features(feature_net, images: dict[str, Path], ids: list[str], image_si
         if tensors:
             batch = torch.stack(tensors).to(device)
             batch = (batch + 1) / 2 if official_value_ranges else batch
-            feats.append(embed(feature_net, batch).float().cpu())
+            feats.append(embed(feature_net, batch, official_value_ranges).float().cpu())
     return kept, torch.cat(feats) if feats else torch.empty(0)
 
 
