@@ -56,3 +56,7 @@ def test_falco_run_writes_the_official_jpeg_when_asked(tiny_cfg):
     with Image.open(run_dir / recs[0]["image"]) as im:
         pixels = np.asarray(im.convert("RGB"))
         assert im.format == "JPEG" and pixels.min() <= 8 and pixels.max() >= 247  # stretched to the full range
+
+
+def test_output_format_gets_its_own_run_folder(tiny_cfg):
+    assert tiny_cfg("output.format=official_jpeg").run_name != tiny_cfg().run_name
