@@ -136,3 +136,17 @@ def test_pipeline_with_a_baseline_skips_fakes_inversion_and_pairing(tiny_world, 
     assert summary["images_done"] == TINY_IMAGES
     assert not (tmp_path / "cache").exists(), "no stage cache is written for a baseline"
     assert Path(summary["run_dir"]).parent == tmp_path / "runs"
+
+
+def test_pipeline_stage_a_baseline_does_not_need_is_a_one_line_error(tiny_world, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from anon.errors import ConfigError
+    from anon.run import CONFIG_DIR
+    from anon.stages.pipeline import run_pipeline
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("pipeline", overrides=[f"dataset.images={tiny_world / 'images'}", f"output_root={tmp_path}",
+                                             "method=blur", "only=invert"])
+    with pytest.raises(ConfigError, match="needs no invert stage"):
+        run_pipeline(cfg)
