@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,10 +23,12 @@ from anon.metrics.fid import FIDInceptionV3
 from anon.nets.arcface import ArcFaceIdentity
 from anon.nets.e4e import E4EInverter
 from anon.nets.facenet import FaceNetIdentity
+from anon.nets.fan import FAN, crop_centre_scale, crop_window, heatmap_peaks, heatmap_to_image
 from anon.nets.farl import FarlAttributes
 from anon.nets.mini_xception import PACKAGED, MiniXception
 from anon.nets.mobilefacenet import MobileFaceNetIdentity
 from anon.nets.mtcnn import ONet, PNet, RNet
+from anon.nets.sfd import SFDDetector, decode
 from anon.nets.stylegan2_loaders import load_stylegan2
 from tests.golden_data import GOLDEN_DIR, assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
 from tests.nets.test_stylegan2 import nvidia_pickle_bytes
@@ -156,9 +159,45 @@ def test_mini_xception_matches_keras_on_the_fer_file():
     assert_golden(logits.softmax(dim=1), golden["probs"])
 
 
+@torch.no_grad()
+def test_sfd_heads_candidates_and_kept_boxes_match_face_alignment(tmp_path):
+    meta, golden = read_golden("sfd_s3fd")
+    path = tmp_path / "s3fd-619a316812.pth"
+    torch.save(golden_state(meta, golden), path)  # face-alignment's format: a plain state dict
+    detector = SFDDetector(path)
+    rgb = _input(meta)  # 1 x 3 x H x W in 0..255
+    heads = detector.net(SFDDetector.preprocess(rgb[0].permute(1, 2, 0).numpy()))
+    for level, (conf, loc) in enumerate(heads):
+        assert_golden(conf, golden[f"head{level}.conf"])
+        assert_golden(loc, golden[f"head{level}.loc"])
+    assert_golden(decode(heads), golden["candidates"].float())
+    kept = torch.from_numpy(detector.detect_boxes(rgb[0].permute(1, 2, 0).numpy()))
+    assert kept.shape == golden["kept"].shape and 0 < kept.shape[0] < golden["candidates"].shape[0]
+    assert_golden(kept, golden["kept"].float())
+
+
+@torch.no_grad()
+def test_fan_heatmaps_peaks_and_image_landmarks_match_face_alignment(tmp_path):
+    meta, golden = read_golden("fan_2dfan4")
+    path = tmp_path / "2DFAN4-11f355bf06.pth.tar"
+    torch.save(golden_state(meta, golden), path, _use_new_zipfile_serialization=False)  # legacy torch file
+    stacks = FAN(path)(_input(meta))
+    assert len(stacks) == 4
+    assert_golden(stacks[0][:, meta["kept_channels"]], golden["stack0"])
+    assert_golden(stacks[-1][:, meta["kept_channels"]], golden["stack3"])
+    peaks = heatmap_peaks(stacks[-1])[0]
+    torch.testing.assert_close(peaks, golden["peaks"], rtol=0, atol=0)  # quarter-pixel steps: exact
+    centre, scale = crop_centre_scale(meta["box"])
+    np.testing.assert_allclose(centre, meta["center"], rtol=0, atol=1e-9)
+    assert scale == pytest.approx(meta["scale"], abs=1e-12)
+    np.testing.assert_array_equal(heatmap_to_image(peaks.numpy(), centre, scale), golden["landmarks"].numpy())
+    left, top, right, bottom = crop_window(centre, scale)
+    assert [[left, top], [right, bottom]] == meta["crop_window_corners"]
+
+
 def test_every_golden_file_records_its_official_source_and_has_its_script():
     names = sorted(p.stem for p in GOLDEN_DIR.glob("*.json"))
-    assert len(names) == 11 and sorted(p.stem for p in GOLDEN_DIR.glob("*.pt")) == names
+    assert len(names) == 13 and sorted(p.stem for p in GOLDEN_DIR.glob("*.pt")) == names
     scripts = "\n".join(p.read_text() for p in SCRIPTS.glob("make_*.py"))
     for name in names:
         meta = json.loads((GOLDEN_DIR / f"{name}.json").read_text())
