@@ -3,14 +3,17 @@
 Writes ``aligned/<id>.png`` and, per rank, ``alignment.rank<r>.jsonl``: one record per image with its
 status (``aligned`` | ``unaligned`` | ``skipped`` | ``failed``), the reason, the face size and the
 similarity transform (so the face can be pasted back). Faces that cannot be aligned follow the
-configured policy (``skip`` or ``unaligned``: centre crop, as FALCO does). Per-item cache.
+configured policy (``skip`` or ``unaligned``: centre crop, as FALCO does). ``fallback`` names policy
+and threshold together: ``unaligned_512`` is FALCO's (no face, or an FFHQ quad under 512 px: the
+unaligned image, resized); ``unaligned_32`` is this project's default. Per-item cache.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from anon.data.align import align_with_policy
+from anon.data.align import AlignmentPolicy, align_with_policy
 from anon.data.images import degenerate, load_rgb
+from anon.errors import ConfigError
 from anon.manifest import ManifestWriter, latest_by_id
 from anon.outputs import save_png
 
@@ -27,9 +30,25 @@ def best_face(detections):
     return landmarks
 
 
+def parse_fallback(fallback: str) -> tuple[str, float]:
+    """``"<policy>_<min face size px>"`` (e.g. ``unaligned_512``) -> ``(policy, min_face_size)``."""
+    policy, _, pixels = str(fallback).rpartition("_")
+    try:
+        return AlignmentPolicy(policy).value, float(pixels)
+    except ValueError:
+        choices = ", ".join(f"{p.value}_<px>" for p in AlignmentPolicy)
+        raise ConfigError(f"align.fallback={fallback!r}: expected one of {choices} (e.g. unaligned_512)") from None
+
+
 def run_align(detector, images: dict[str, Path], stage_dir: str | Path, size: int = 256, policy: str = "unaligned",
-              min_face_size: float = 32, zoom: float = 1.0, rank: int = 0, world: int = 1) -> dict[str, Path]:
-    """Align ``images`` (``{id: path}``); returns ``{id: aligned path}`` for every image that has a crop."""
+              min_face_size: float = 32, zoom: float = 1.0, rank: int = 0, world: int = 1,
+              fallback: str | None = None) -> dict[str, Path]:
+    """Align ``images`` (``{id: path}``); returns ``{id: aligned path}`` for every image that has a crop.
+
+    ``fallback`` (e.g. ``unaligned_512``, FALCO's), when given, replaces ``policy`` and ``min_face_size``.
+    """
+    if fallback is not None:
+        policy, min_face_size = parse_fallback(fallback)
     stage_dir = Path(stage_dir)
     done = read_alignment(stage_dir)
     writer = ManifestWriter(stage_dir, rank, prefix="alignment")

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 from PIL import Image
 
+from anon.errors import ConfigError
 from anon.stages.align import read_alignment, run_align
 
 
@@ -68,3 +70,32 @@ def test_blank_frame_without_a_face_fails_instead_of_being_cropped(tmp_path):
     records = read_alignment(tmp_path / "stage")
     assert records["blank"]["status"] == "failed" and "degenerate image" in records["blank"]["reason"]
     assert records["img1"]["status"] == "unaligned" and "blank" not in aligned
+
+
+def test_fallback_unaligned_512_is_falcos_threshold_and_resizes_the_whole_image(tmp_path):
+    images = make_images(tmp_path)
+    del images["bad"]
+    # FakeDetector's face has an FFHQ quad of 96 px: FALCO aligns only quads of 512 px and more
+    aligned = run_align(FakeDetector(), images, tmp_path / "falco", size=32, fallback="unaligned_512")
+    records = read_alignment(tmp_path / "falco")
+    assert {i: (r["status"], r["reason"]) for i, r in records.items()} == {
+        "img0": ("unaligned", "face_too_small"), "img1": ("unaligned", "no_face"),
+        "img2": ("unaligned", "face_too_small"), "img3": ("unaligned", "no_face")}
+    # the unaligned crop is the whole (square) 64 px image resized to 32: each pixel a 2 x 2 block mean
+    original = np.asarray(Image.open(images["img0"])).astype(np.float64)
+    blocks = original.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
+    assert np.abs(np.asarray(Image.open(aligned["img0"])).astype(np.float64) - blocks).max() <= 1.0
+    # the project's threshold aligns the same face
+    run_align(FakeDetector(), images, tmp_path / "ours", size=32, fallback="unaligned_32")
+    assert read_alignment(tmp_path / "ours")["img0"]["status"] == "aligned"
+
+
+def test_fallback_overrides_policy_and_threshold_and_bad_names_are_one_line_errors(tmp_path):
+    images = make_images(tmp_path)
+    run_align(FakeDetector(), images, tmp_path / "stage", size=32, policy="unaligned", min_face_size=8,
+              fallback="skip_200")
+    records = read_alignment(tmp_path / "stage")
+    assert records["img0"]["status"] == "skipped" and records["img0"]["reason"] == "face_too_small"
+    for bad in ("unaligned", "crop_512", "unaligned_big"):
+        with pytest.raises(ConfigError, match="align.fallback"):
+            run_align(FakeDetector(), images, tmp_path / "x", fallback=bad)
