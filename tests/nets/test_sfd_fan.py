@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from PIL import Image
 
 from anon.data.align import ffhq_quad
 from anon.errors import MissingCheckpointError
@@ -109,15 +110,30 @@ def test_crop_face_pads_outside_the_image_with_zeros_and_scales_to_unit_range():
     assert torch.all(crop[..., : inside - 1] == 0) and torch.allclose(crop[..., inside + 1:], torch.ones(1))
 
 
+def test_crop_face_resamples_like_pils_antialiased_bilinear():
+    # FALCO's crop_torch resizes with torchvision's antialiased bilinear Resize, which follows PIL's filter
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (600, 600, 3), dtype=np.uint8)
+    centre, scale = crop_centre_scale([200.0, 200.0, 370.0, 390.0])
+    left, top, right, bottom = crop_window(centre, scale)
+    assert 0 <= left < right <= 600 and 0 <= top < bottom <= 600 and right - left > 256
+    crop = crop_face(torch.from_numpy(image).permute(2, 0, 1).float(), centre, scale)[0].permute(1, 2, 0).numpy()
+    pil = Image.fromarray(image).crop((left, top, right, bottom)).resize((256, 256), Image.Resampling.BILINEAR)
+    assert np.abs(crop * 255 - np.asarray(pil, dtype=np.float64)).max() <= 1.5
+
+
 def test_peaks_move_a_quarter_pixel_towards_the_larger_neighbour_and_not_on_the_border():
-    hm = torch.zeros(1, 3, 64, 64)
+    hm = torch.zeros(1, 5, 64, 64)
     hm[0, 0, 20, 10] = 1.0                                   # peak at x = 10, y = 20
     hm[0, 0, 20, 11], hm[0, 0, 20, 9] = 0.6, 0.2              # right > left  -> x + 0.25
     hm[0, 0, 21, 10], hm[0, 0, 19, 10] = 0.1, 0.3             # below < above -> y - 0.25
     hm[0, 1, 30, 0], hm[0, 1, 30, 1] = 1.0, 0.9               # on the left border: no shift
     hm[0, 2, 5, 40] = 1.0                                     # equal neighbours: no shift
+    hm[0, 3, 12, 63], hm[0, 3, 12, 62] = 1.0, 0.9             # on the right border: no shift
+    hm[0, 4, 63, 25], hm[0, 4, 62, 25] = 1.0, 0.5             # on the bottom border: no shift
     peaks = heatmap_peaks(hm)[0]
-    expected = torch.tensor([[10 + 0.5 + 0.25, 20 + 0.5 - 0.25], [0 + 0.5, 30 + 0.5], [40 + 0.5, 5 + 0.5]])
+    expected = torch.tensor([[10 + 0.5 + 0.25, 20 + 0.5 - 0.25], [0 + 0.5, 30 + 0.5], [40 + 0.5, 5 + 0.5],
+                             [63 + 0.5, 12 + 0.5], [25 + 0.5, 63 + 0.5]])
     torch.testing.assert_close(peaks, expected, rtol=0, atol=0)
 
 
