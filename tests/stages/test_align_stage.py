@@ -99,3 +99,16 @@ def test_fallback_overrides_policy_and_threshold_and_bad_names_are_one_line_erro
     for bad in ("unaligned", "crop_512", "unaligned_big"):
         with pytest.raises(ConfigError, match="align.fallback"):
             run_align(FakeDetector(), images, tmp_path / "x", fallback=bad)
+
+
+def test_hydra_config_selects_sfd_fan_and_falcos_fallback(tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_config
+
+    cfg = compose_config("align=ffhq", "detector=sfd_fan", "align.fallback=unaligned_512")
+    assert cfg.detector._target_ == "anon.nets.sfd_fan.SFDFANDetector"
+    assert compose_config("align=ffhq").align.fallback is None  # the default stays policy + 32 px
+    images = make_images(tmp_path)
+    instantiate(cfg.align)(FakeDetector(), images, stage_dir=tmp_path / "stage")
+    assert read_alignment(tmp_path / "stage")["img0"]["reason"] == "face_too_small"
