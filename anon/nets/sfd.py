@@ -29,6 +29,12 @@ second class; every cell with probability > 0.05 gives a box decoded from the an
 ``(stride/2 + j*stride, stride/2 + i*stride)`` of side ``4*stride`` with variances (0.1, 0.2);
 then NMS at IoU 0.3 (inclusive ``+1`` pixel areas) and boxes with score > 0.5 are kept, most
 confident first.
+
+FALCO's copy of this code (``lib/sfd/detect.py``, called through ``detect_from_batch`` by
+``FaceAligner.align_face``) feeds the RGB pixels to the network as they are: its ``batch_detect``
+neither reorders the channels nor subtracts the mean (only its unused single-image ``detect`` does).
+``input_format="rgb_raw"`` reproduces that; ``"bgr_mean"`` (default) is the detector as trained and as
+face-alignment runs it.
 """
 from __future__ import annotations
 
@@ -47,6 +53,8 @@ WEIGHTS_NAME = "sfd"
 BGR_MEAN = (104.0, 117.0, 123.0)
 #: Box-regression variances (centre, size).
 VARIANCES = (0.1, 0.2)
+#: How pixels are fed to the network: ``bgr_mean`` (face-alignment) or ``rgb_raw`` (FALCO's batch path).
+INPUT_FORMATS = ("bgr_mean", "rgb_raw")
 #: Cells with a face probability above this become candidate boxes.
 CANDIDATE_THRESHOLD = 0.05
 
@@ -171,28 +179,36 @@ class SFDDetector(nn.Module):
         checkpoint: ``s3fd-619a316812.pth`` (plain state dict) or ``None`` for random weights (tests).
         score_threshold: boxes kept after NMS need a score above this (0.5 officially).
         nms_threshold: IoU above which a less confident box is suppressed (0.3 officially).
+        input_format: ``bgr_mean`` (face-alignment, the trained preprocessing) or ``rgb_raw`` (FALCO's
+            ``detect_from_batch``: RGB 0..255 with no mean subtracted).
     """
 
     def __init__(self, checkpoint: str | Path | None = None, score_threshold: float = 0.5,
-                 nms_threshold: float = 0.3):
+                 nms_threshold: float = 0.3, input_format: str = "bgr_mean"):
         super().__init__()
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"SFD input_format={input_format!r}: expected one of {', '.join(INPUT_FORMATS)}")
         self.net = S3FD(checkpoint)
         self.score_threshold, self.nms_threshold = float(score_threshold), float(nms_threshold)
+        self.input_format = input_format
 
     @staticmethod
-    def preprocess(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-        """H x W x 3 RGB (0..255) -> 1 x 3 x H x W mean-subtracted BGR float32."""
+    def preprocess(image: np.ndarray, device: torch.device | str = "cpu", input_format: str = "bgr_mean") -> torch.Tensor:
+        """H x W x 3 RGB (0..255) -> 1 x 3 x H x W float32: mean-subtracted BGR, or RGB as is (``rgb_raw``)."""
         array = np.asarray(image)
         if array.ndim != 3 or array.shape[2] != 3:
             raise ValueError(f"expected an H x W x 3 RGB image, got shape {array.shape}")
         x = torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=torch.float32)
-        x = x.permute(2, 0, 1).flip(0)[None]
-        return x - torch.tensor(BGR_MEAN, device=device).view(1, 3, 1, 1)
+        x = x.permute(2, 0, 1)[None]
+        if input_format == "rgb_raw":
+            return x
+        return x.flip(1) - torch.tensor(BGR_MEAN, device=device).view(1, 3, 1, 1)
 
     @torch.no_grad()
     def detect_boxes(self, image: np.ndarray) -> np.ndarray:
         device = self.net.conv1_1.weight.device
-        candidates = decode(self.net(self.preprocess(image, device))).cpu().numpy().astype(np.float32)
+        x = self.preprocess(image, device, self.input_format)
+        candidates = decode(self.net(x)).cpu().numpy().astype(np.float32)
         kept = candidates[nms(candidates, self.nms_threshold)]
         return kept[kept[:, 4] > self.score_threshold].reshape(-1, 5)
 
@@ -201,4 +217,4 @@ class SFDDetector(nn.Module):
         return self.detect_boxes(image)
 
 
-__all__ = ["S3FD", "SFDDetector", "L2Norm", "decode", "nms", "BGR_MEAN"]
+__all__ = ["S3FD", "SFDDetector", "L2Norm", "decode", "nms", "BGR_MEAN", "INPUT_FORMATS"]

@@ -25,12 +25,14 @@ class SFDFANDetector(nn.Module):
         fan: path of ``2DFAN4-11f355bf06.pth.tar`` (``None``: random weights, tests only).
         score_threshold / nms_threshold: S3FD's box filter (0.5 and 0.3 officially).
         max_faces: landmarks are computed for at most this many boxes (most confident first).
+        input_format: S3FD's pixels: ``bgr_mean`` (as trained) or ``rgb_raw`` (what FALCO's code feeds it;
+            see :mod:`anon.nets.sfd`).
     """
 
     def __init__(self, sfd: str | Path | None, fan: str | Path | None, score_threshold: float = 0.5,
-                 nms_threshold: float = 0.3, max_faces: int = 1):
+                 nms_threshold: float = 0.3, max_faces: int = 1, input_format: str = "bgr_mean"):
         super().__init__()
-        self.sfd = SFDDetector(sfd, score_threshold, nms_threshold)
+        self.sfd = SFDDetector(sfd, score_threshold, nms_threshold, input_format)
         self.fan = FAN(fan)
         self.max_faces = int(max_faces)
 

@@ -177,6 +177,18 @@ def test_sfd_heads_candidates_and_kept_boxes_match_face_alignment(tmp_path):
 
 
 @torch.no_grad()
+def test_sfd_rgb_raw_input_matches_falcos_detect_from_batch(tmp_path):
+    meta, golden = read_golden("sfd_s3fd")  # FALCO's lib/sfd copy: RGB 0..255 in, no mean subtracted
+    path = tmp_path / "s3fd-619a316812.pth"
+    torch.save(golden_state(meta, golden), path)
+    image = _input(meta)[0].permute(1, 2, 0).numpy()
+    kept = torch.from_numpy(SFDDetector(path, input_format="rgb_raw").detect_boxes(image))
+    assert kept.shape == golden["falco_kept"].shape and kept.shape[0] > 0
+    assert_golden(kept, golden["falco_kept"].float())
+    assert kept.shape != golden["kept"].shape or not torch.allclose(kept, golden["kept"].float())
+
+
+@torch.no_grad()
 def test_fan_heatmaps_peaks_and_image_landmarks_match_face_alignment(tmp_path):
     meta, golden = read_golden("fan_2dfan4")
     path = tmp_path / "2DFAN4-11f355bf06.pth.tar"

@@ -182,3 +182,10 @@ def test_combined_detector_reports_the_5_points_of_its_68():
     assert five[0][1] == score
     np.testing.assert_allclose(five[0][2], landmarks_68_to_5(lm68), rtol=1e-6)
     assert detector.sfd.detect_boxes(image)[0, 4] == pytest.approx(score)
+
+
+def test_input_format_is_checked_and_reaches_the_detector():
+    with pytest.raises(ValueError, match="input_format='bgr'"):
+        SFDFANDetector(None, None, input_format="bgr")
+    assert SFDFANDetector(None, None, input_format="rgb_raw").sfd.input_format == "rgb_raw"
+    assert OmegaConf.load(CONF / "sfd_fan.yaml").input_format == "bgr_mean"  # the detector as trained
