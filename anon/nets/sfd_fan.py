@@ -7,6 +7,7 @@ confident first, where the 5 points are derived from the 68 (:func:`anon.nets.fa
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,15 @@ from torch import nn
 
 from anon.nets.fan import FAN, crop_centre_scale, crop_face, heatmap_peaks, heatmap_to_image, landmarks_68_to_5
 from anon.nets.sfd import SFDDetector
+
+
+def _device(requested: str) -> torch.device:
+    """``auto``: this rank's GPU (``LOCAL_RANK``) when CUDA is available, else the CPU."""
+    if requested == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}")
+    return torch.device(requested)
 
 
 class SFDFANDetector(nn.Module):
@@ -27,14 +37,17 @@ class SFDFANDetector(nn.Module):
         max_faces: landmarks are computed for at most this many boxes (most confident first).
         input_format: S3FD's pixels: ``bgr_mean`` (as trained) or ``rgb_raw`` (what FALCO's code feeds it;
             see :mod:`anon.nets.sfd`).
+        device: where both networks run: ``auto`` (the rank's GPU when there is one), ``cpu``, ``cuda:N``.
     """
 
     def __init__(self, sfd: str | Path | None, fan: str | Path | None, score_threshold: float = 0.5,
-                 nms_threshold: float = 0.3, max_faces: int = 1, input_format: str = "bgr_mean"):
+                 nms_threshold: float = 0.3, max_faces: int = 1, input_format: str = "bgr_mean",
+                 device: str = "cpu"):
         super().__init__()
         self.sfd = SFDDetector(sfd, score_threshold, nms_threshold, input_format)
         self.fan = FAN(fan)
         self.max_faces = int(max_faces)
+        self.to(_device(device))
 
     @torch.no_grad()
     def landmarks_68(self, image: np.ndarray, box) -> np.ndarray:
