@@ -59,8 +59,11 @@ class SFDFANDetector(nn.Module):
         return heatmap_to_image(heatmap_peaks(heatmaps.cpu())[0].numpy(), centre, scale).astype(np.float32)
 
     def detect_68(self, image: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
-        """``[(box (4,), score, landmarks 68 x 2), ...]``, most confident first."""
-        boxes = self.sfd.detect_boxes(image)[: self.max_faces]
+        """``[(box (4,), score, landmarks 68 x 2), ...]``, most confident first. Boxes too small to crop
+        (FAN's window under 2 px, or non-finite) are dropped, as if not detected."""
+        boxes = self.sfd.detect_boxes(image)
+        usable = np.isfinite(boxes).all(axis=1) & ((boxes[:, 2] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 1]) > 2.0)
+        boxes = boxes[usable][: self.max_faces]
         return [(b[:4].copy(), float(b[4]), self.landmarks_68(image, b)) for b in boxes]
 
     def detect(self, image: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:

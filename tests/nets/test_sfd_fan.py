@@ -189,3 +189,11 @@ def test_input_format_is_checked_and_reaches_the_detector():
         SFDFANDetector(None, None, input_format="bgr")
     assert SFDFANDetector(None, None, input_format="rgb_raw").sfd.input_format == "rgb_raw"
     assert OmegaConf.load(CONF / "sfd_fan.yaml").input_format == "bgr_mean"  # the detector as trained
+
+
+def test_degenerate_boxes_count_as_no_face_instead_of_failing_the_run():
+    detector = SFDFANDetector(None, None)
+    image = np.zeros((64, 64, 3), np.uint8)
+    boxes = np.array([[10.0, 10.0, 10.4, 10.3, 0.99], [np.nan, 0, 5, 5, 0.9]], np.float32)
+    detector.sfd.detect_boxes = lambda _image: boxes
+    assert detector.detect(image) == []
