@@ -13,11 +13,14 @@ from omegaconf import DictConfig
 from anon.data.images import to_uint8
 from anon.outputs import save_png
 from anon.run import CONFIG_DIR
+from tests.requires import unavailable
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; $ANON_SHARED_DATA points elsewhere (e.g. at a missing folder, to
+# check that a CI run without it fails)
+SHARED_DATA = Path(os.environ.get("ANON_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 TINY_IMAGES = 6
 
 
@@ -65,7 +68,18 @@ def tiny_cfg(tiny_world, tmp_path):
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data (real LFW and CelebA-HQ samples); tests using it skip when it is absent."""
+    """../shared/data (real LFW and CelebA-HQ samples): every test that reads real data takes it from here.
+
+    Absent: the test is skipped with the reason, or fails under ``CI=true``."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real-data sample folder {SHARED_DATA} is absent (it lives beside the checkout)")
+        unavailable(f"real-data sample folder {SHARED_DATA} is absent (it lives beside the checkout, "
+                    "or set $ANON_SHARED_DATA)")
     return SHARED_DATA
+
+
+def pytest_runtest_setup(item):
+    """``@requires(ok, reason)`` (tests/requires.py): skip when ``ok`` is false, fail under ``CI=true``."""
+    for mark in item.iter_markers("requires"):
+        ok, reason = mark.args
+        if not ok:
+            unavailable(reason)

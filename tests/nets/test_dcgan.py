@@ -15,9 +15,10 @@ from anon.errors import MissingCheckpointError
 from anon.lite.packages import MissingPackageError, has_package, package_file
 from anon.nets.dcgan import DCGANGenerator
 from anon.run import CONFIG_DIR
+from tests.requires import requires
 
-needs_package = pytest.mark.skipif(not has_package("gan_face_generate"),
-                                   reason="gan-face-generate not installed (make install-lite)")
+needs_package = requires(has_package("gan_face_generate"),
+                         "gan-face-generate not installed (make install-lite)")
 # (ConvTranspose index, BatchNorm index or None, stride, padding) of the package's nn.Sequential 'main'
 LAYERS = [(0, 1, 1, 0), (3, 4, 2, 1), (6, 7, 2, 1), (9, 10, 2, 1), (12, None, 2, 1)]
 
@@ -119,7 +120,7 @@ def test_package_weights_load_strictly_with_weights_only():
 
 @needs_package
 def test_matches_the_packages_own_generator():
-    models = pytest.importorskip("gan_face_generate.models")  # torch-only module of the package
+    from gan_face_generate import models  # torch-only module of the package
     ref = models.Generator(0, 3, 100, 64)
     ref.load_state_dict(torch.load(package_file("gan_face_generate", "weights.tar"), map_location="cpu",
                                    weights_only=True)["netG_state_dict"])
@@ -131,7 +132,7 @@ def test_matches_the_packages_own_generator():
 
 
 @needs_package
-@pytest.mark.skipif(not has_package("facenet_pytorch"), reason="facenet-pytorch not installed (make install-lite)")
+@requires(has_package("facenet_pytorch"), "facenet-pytorch not installed (make install-lite)")
 def test_real_weights_draw_faces_that_mtcnn_finds():
     from anon.data.images import to_uint8
     from anon.nets.mtcnn import MTCNNDetector

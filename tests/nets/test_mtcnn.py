@@ -14,9 +14,10 @@ from PIL import Image
 from anon.lite.packages import has_package, package_file
 from anon.nets.mtcnn import MTCNNDetector, ONet, PNet, RNet, box_overlap, nms, regress, square
 from anon.run import CONFIG_DIR
+from tests.requires import require_file, requires, unavailable
 
-needs_weights = pytest.mark.skipif(not has_package("facenet_pytorch"),
-                                   reason="facenet-pytorch not installed (make install-lite)")
+needs_weights = requires(has_package("facenet_pytorch"),
+                         "facenet-pytorch not installed (make install-lite)")
 # A, B overlap A strongly; C is apart; D is the left half of A (and scores highest)
 BOXES = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 5, 10]], dtype=torch.float32)
 SCORES = torch.tensor([0.9, 0.8, 0.7, 0.95])
@@ -34,7 +35,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def detector():
     if not has_package("facenet_pytorch"):
-        pytest.skip("facenet-pytorch not installed (make install-lite)")
+        unavailable("facenet-pytorch not installed (make install-lite)")
     return MTCNNDetector()
 
 
@@ -46,7 +47,7 @@ def read(path: Path) -> np.ndarray:
 def real_images(root: Path) -> list[Path]:
     files = sorted((root / "lfw_sample").rglob("*.jpg")) + sorted((root / "celebahq_sample").glob("*.jpg"))
     if not files:
-        pytest.skip("no images in the shared samples")
+        unavailable(f"no images in the shared samples under {root}")
     return files
 
 
@@ -179,9 +180,7 @@ FACENET_PYTORCH_REFERENCE = {
 @pytest.mark.real_data
 def test_matches_facenet_pytorch_reference(shared_data, detector, one_thread):
     for relative, expected in FACENET_PYTORCH_REFERENCE.items():
-        if not (shared_data / relative).is_file():
-            pytest.skip(f"{relative} absent")
-        faces = detector.detect(read(shared_data / relative))
+        faces = detector.detect(read(require_file(shared_data / relative)))
         assert len(faces) == len(expected), relative
         for (box, prob, marks), (ref_box, ref_prob, ref_marks) in zip(faces, expected):
             assert np.abs(box - np.array(ref_box)).max() < 0.01, relative
@@ -191,9 +190,7 @@ def test_matches_facenet_pytorch_reference(shared_data, detector, one_thread):
 
 @pytest.mark.real_data
 def test_flip_and_shift_move_the_box(shared_data, detector, one_thread):
-    path = shared_data / "lfw_sample" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
-    if not path.is_file():
-        pytest.skip(f"{path} absent")
+    path = require_file(shared_data / "lfw_sample" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")
     image = read(path)
     h, w = image.shape[:2]
     box, _, marks = detector.detect(image)[0]
