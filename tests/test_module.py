@@ -1,4 +1,7 @@
 """The fit loop itself (no Trainer): independence across a batch, frozen rows, loss going down."""
+from contextlib import contextmanager
+from typing import Callable
+
 import pytest
 import torch
 
@@ -6,11 +9,10 @@ from anon.run import build_module
 from tests.conftest import compose_config
 
 
-@pytest.fixture(scope="module")
-def tiny_problem():
+def make_problem(*overrides: str):
     torch.manual_seed(0)
     module = build_module(compose_config("dataset.images=unused", "dataset.inversions=unused",
-                                         "dataset.neighbours=unused", "module.steps=8"))
+                                         "dataset.neighbours=unused", "module.steps=8", *overrides))
     g = module.generator
     with torch.no_grad():
         w_inv = g.mapping(torch.randn(8, g.z_dim))
@@ -19,9 +21,44 @@ def tiny_problem():
     return module, images, w_inv, w_nb
 
 
-def test_image_in_a_batch_ends_where_it_ends_alone(tiny_problem):
-    module, images, w_inv, w_nb = tiny_problem
+@contextmanager
+def watching(*modules: torch.nn.Module, record: Callable):
+    """Calls ``record(module, inputs)`` before every forward of each module, inside the block only."""
+    handles = [m.register_forward_pre_hook(record) for m in modules]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def trajectory(module):
+    """The trainable rows after every optimiser step (a list filled while the loop runs), via the
+    optimiser factory (which receives the trainable tensor) and ``on_step``."""
+    make, seen, codes = module.make_optimizer, [], []
+    module.make_optimizer = lambda params: seen.append(params[0]) or make(params)
+    try:
+        yield codes, lambda step, terms: codes.append(seen[-1].detach().clone())
+    finally:
+        module.make_optimizer = make
+
+
+@pytest.fixture(scope="module")
+def tiny_problem():
+    return make_problem()
+
+
+# Adam (the paper's optimiser) is invariant to a constant scale of the loss, so it cannot tell a
+# summed batch loss from an averaged one; plain SGD's step is proportional to the gradient, so a
+# mean over the batch would shrink every image's step by the batch size.
+@pytest.mark.parametrize("optim", ["adam", "sgd"])
+def test_image_in_a_batch_ends_where_it_ends_alone(optim):
+    module, images, w_inv, w_nb = make_problem(f"optim={optim}")
+    expected = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim]
+    assert isinstance(module.make_optimizer([torch.zeros(1, requires_grad=True)]), expected)
     batched = module.optimise(images, w_inv, w_nb)
+    assert (batched["ws"][:, 3:8] - w_nb[:, 3:8]).abs().amax() > 0.05, "the codes must really move"
     for i in (0, 5):
         alone = module.optimise(images[i:i + 1], w_inv[i:i + 1], w_nb[i:i + 1])
         torch.testing.assert_close(batched["ws"][i:i + 1], alone["ws"], atol=1e-5, rtol=0)
@@ -62,11 +99,15 @@ def test_early_stop_freezes_finished_images_only(tiny_problem):
 
 def test_loss_resolution_renders_the_skip_output_for_the_losses(tiny_problem):
     module, images, w_inv, w_nb = tiny_problem
+    sizes = []
     module.loss_resolution = 32
     try:
-        out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+        with watching(module.identity, module.attribute, record=lambda m, args: sizes.append(args[0].shape[-1])):
+            out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
     finally:
         module.loss_resolution = None
+    # identity and attribute: the originals once (64 px), every step (32 px), the final image (64 px)
+    assert sizes == [64, 64] + [32, 32] * module.steps + [64, 64]
     assert out["images"].shape[-1] == 64, "the final image is rendered at full size"
     assert out["final"]["total"].mean() < out["initial"]["total"].mean()
 
@@ -74,12 +115,31 @@ def test_loss_resolution_renders_the_skip_output_for_the_losses(tiny_problem):
 def test_bf16_autocast_keeps_codes_and_losses_fp32_and_close(tiny_problem):
     module, images, w_inv, w_nb = tiny_problem
     module.steps = 2  # bf16 convolutions are ~100x slower than fp32 on this CPU
+    nets = {"generator": module.generator, "identity": module.identity, "attribute": module.attribute}
+    calls = {name: [] for name in nets}  # per forward of each network: the dtypes its sub-layers put out
+    handles = []
+    for name, net in nets.items():
+        handles.append(net.register_forward_pre_hook(lambda m, args, name=name: calls[name].append(set())))
+        for layer in net.modules():
+            if layer is not net:
+                handles.append(layer.register_forward_hook(
+                    lambda m, args, out, name=name: calls[name][-1].add(out.dtype)
+                    if isinstance(out, torch.Tensor) else None))
     try:
         reference = module.optimise(images[:1], w_inv[:1], w_nb[:1])
+        assert all(c == {torch.float32} for name in nets for c in calls[name]), "precision 32: fp32 throughout"
+        for c in calls.values():
+            c.clear()
         module.precision = "bf16"
         out = module.optimise(images[:1], w_inv[:1], w_nb[:1])
     finally:
         module.precision, module.steps = "32", 8
+        for h in handles:
+            h.remove()
+    # the 2 steps' forwards compute in bf16; the references (loss nets) and the final scoring in fp32
+    assert [torch.bfloat16 in c for c in calls["generator"]] == [True, True, False]
+    for name in ("identity", "attribute"):
+        assert [torch.bfloat16 in c for c in calls[name]] == [False, True, True, False], name
     assert out["ws"].dtype == torch.float32 and out["final"]["total"].dtype == torch.float32
     # bf16 has ~3 significant digits: the end point moves little in identity similarity
     assert (out["final"]["similarity"] - reference["final"]["similarity"]).abs().max() < 0.05
@@ -105,15 +165,30 @@ def test_channels_last_layout_gives_the_same_result(tiny_problem):
     assert (out["ws"] - reference["ws"]).abs().max() < 0.01 * module.steps
 
 
-def test_tf32_flags_are_restored_after_the_loop(tiny_problem):
+def test_tf32_is_on_during_the_steps_only(tiny_problem):
     module, images, w_inv, w_nb = tiny_problem
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    module.precision, module.steps = "tf32", 1
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    forwards, backwards = [], []  # the flags seen by each identity forward / each gradient of the codes
+    make = module.make_optimizer
+
+    def make_watched(params):
+        params[0].register_hook(lambda grad: backwards.append(flags()))
+        return make(params)
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    handle = module.identity.register_forward_pre_hook(lambda m, args: forwards.append(flags()))
+    module.precision, module.steps, module.make_optimizer = "tf32", 2, make_watched
     try:
         module.optimise(images[:1], w_inv[:1], w_nb[:1])
+        assert flags() == (False, False), "the process-wide flags are put back after the loop"
     finally:
-        module.precision, module.steps = "32", 8
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+        module.precision, module.steps, module.make_optimizer = "32", 8, make
+        handle.remove()
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    # reference (off), the 2 steps (on), final scoring (off); both backward passes (on)
+    assert forwards == [(False, False), (True, True), (True, True), (False, False)]
+    assert backwards == [(True, True)] * 2
 
 
 def test_compiled_step_matches_the_eager_step(tiny_problem):
@@ -132,12 +207,14 @@ def test_compiled_step_matches_the_eager_step(tiny_problem):
 
 def test_early_stop_leaves_unfinished_images_on_their_own_trajectory(tiny_problem):
     module, images, w_inv, w_nb = tiny_problem
-    plain = module.optimise(images, w_inv, w_nb)
+    with trajectory(module) as (plain_codes, on_step):
+        plain = module.optimise(images, w_inv, w_nb, on_step=on_step)
     # a tolerance half the images meet at some step, one of them (the worst start) never
     tolerance = float(plain["final"]["identity"].median())
     module.early_stop_tolerance = tolerance
     try:
-        stopped = module.optimise(images, w_inv, w_nb)
+        with trajectory(module) as (codes, on_step):
+            stopped = module.optimise(images, w_inv, w_nb, on_step=on_step)
     finally:
         module.early_stop_tolerance = None
     never = stopped["steps"] == module.steps
@@ -148,6 +225,17 @@ def test_early_stop_leaves_unfinished_images_on_their_own_trajectory(tiny_proble
     torch.testing.assert_close(stopped["ws"][never], plain["ws"][never], atol=1e-5, rtol=0)
     # and a finished image keeps the code that met the tolerance
     assert (stopped["final"]["identity"][finished] <= tolerance + 1e-5).all()
+    # The loop really stepped, and some image finished with steps still to run after it (Adam's
+    # momentum would keep moving its code). A finished image's code after its s steps is the code it
+    # had after s steps of the plain run, and it stays exactly that for every later step.
+    start = w_nb[:, 3:8]
+    assert len(codes) >= 2 and any(0 < s < len(codes) - 1 for s in stopped["steps"][finished].tolist())
+    for i in finished.nonzero().squeeze(1).tolist():
+        s = int(stopped["steps"][i])
+        at_finish = start[i] if s == 0 else plain_codes[s - 1][i]
+        torch.testing.assert_close(stopped["ws"][i, 3:8], at_finish, atol=1e-5, rtol=0)
+        for later in codes[max(s - 1, 0):]:
+            assert torch.equal(later[i], stopped["ws"][i, 3:8]), f"image {i} moved after it finished"
 
 
 def test_default_layout_leaves_a_networks_own_choice_alone(tiny_problem):

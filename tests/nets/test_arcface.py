@@ -88,18 +88,14 @@ def tiny(**kw) -> ArcFaceIdentity:
 
 
 # --------------------------------------------------------------------------------- (a) official
-def test_official_shape_facts_are_self_consistent():
-    shapes = official_ir_se50_shapes()
-    params = learned_parameter_count(shapes)
-    assert (len(shapes), params) == (IR_SE_50_NUM_ENTRIES, IR_SE_50_NUM_PARAMS)
-
-
 def test_full_size_checkpoint_loads_strictly_and_embeds(tmp_path):
     shapes = official_ir_se50_shapes()
     path = tmp_path / "model_ir_se50.pth"
     torch.save(shared_storage_state(shapes), path)
     model = ArcFaceIdentity.from_checkpoint(path)
-    assert {k: tuple(v.shape) for k, v in model.backbone.state_dict().items()} == shapes
+    ours = {k: tuple(v.shape) for k, v in model.backbone.state_dict().items()}
+    assert ours == shapes
+    assert (len(ours), learned_parameter_count(ours)) == (IR_SE_50_NUM_ENTRIES, IR_SE_50_NUM_PARAMS)
     assert model.embedding_dim == 512 and not model.training
     x = torch.rand(1, 3, 256, 256) * 2 - 1
     with torch.no_grad():

@@ -30,9 +30,13 @@ def test_pipeline_on_shared_samples(shared_data, tmp_path, sample):
         cfg.run_dir = str(tmp_path / "run")
     summary = run_pipeline(cfg)
     expected = sorted(p.relative_to(images).with_suffix("").as_posix() for p in images.rglob("*.jpg"))
-    counts = Counter(r["id"] for r in shard_lines(Path(summary["run_dir"])))
+    lines = shard_lines(Path(summary["run_dir"]))
+    counts = Counter(r["id"] for r in lines)
     assert sorted(counts) == expected and set(counts.values()) == {1}
-    assert summary["images_done"] + summary["images_failed"] == len(expected)
+    # every sample image is a readable face photo: each one is anonymised, none fails
+    failures = [(r["id"], r.get("error")) for r in lines if r["status"] != "done"]
+    assert not failures, failures[:3]
+    assert (summary["images_done"], summary["images_failed"]) == (len(expected), 0)
 
 
 def test_corrupt_image_goes_to_failure_lists_and_stages_are_reused(tiny_world, tmp_path):
