@@ -18,11 +18,6 @@ def identity_similarity(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tenso
     return F.cosine_similarity(emb_a, emb_b, dim=1)
 
 
-def identity_margin_loss(emb_gen: torch.Tensor, emb_ref: torch.Tensor, margin: float) -> torch.Tensor:
-    """``|cos - m|`` per sample. With m = 0 it pushes identities to orthogonal, not opposite."""
-    return (identity_similarity(emb_gen, emb_ref) - margin).abs()
-
-
 def token_l1_loss(tokens_gen: torch.Tensor, tokens_ref: torch.Tensor) -> torch.Tensor:
     """Sum over tokens of the mean absolute difference over channels (N x T x C -> N)."""
     return (tokens_gen - tokens_ref).abs().mean(dim=2).sum(dim=1)
@@ -78,7 +73,7 @@ class FalcoLoss(nn.Module):
         """Per-sample terms (each N): ``total``, ``identity``, ``attribute`` and ``similarity`` (cosine)."""
         emb = identity(generated).float()  # loss arithmetic in fp32 even when the networks run in bf16
         similarity = identity_similarity(emb, ref.embedding)
-        id_term = (similarity - self.margin).abs()
+        id_term = (similarity - self.margin).abs()  # m = 0 pushes identities to orthogonal, not opposite
         attr_term = token_l1_loss(attribute(generated).float(), ref.tokens.float()) if self.lambda_attr else torch.zeros_like(id_term)
         total = self.lambda_id * id_term + self.lambda_attr * attr_term
         return {"total": total, "identity": id_term, "attribute": attr_term, "similarity": similarity.detach()}

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from anon.metrics.reid import (Rank1Identification, ReIdentificationRate, equal_error_rate_threshold, pair_scores,
-                               stack_embeddings)
+                               same_person, score_matrix, stack_embeddings)
 
 NAN = float("nan")
 
@@ -93,8 +93,8 @@ def test_rank1_identification_against_brute_force():
 def test_rank1_with_distances_uses_the_nearest():
     gallery = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     metric = Rank1Identification(higher_is_same=False)
-    metric.update(torch.tensor([[9.0, 0.0], [1.0, 0.0]]), torch.tensor([1, 1]), gallery, torch.tensor([0, 1]))
-    assert int(metric.compute()["correct"]) == 1
+    metric.update(torch.tensor([[9.0, 0.0], [1.0, 0.0]]), torch.tensor([1, 0]), gallery, torch.tensor([0, 1]))
+    assert int(metric.compute()["correct"]) == 2  # the farthest gallery face would give 0
 
 
 def test_eer_threshold_hand_case():
@@ -109,12 +109,26 @@ def test_eer_threshold_hand_case():
     assert threshold_d == pytest.approx(0.5) and eer_d == pytest.approx(0.25)
 
 
-def _brute_force_eer(scores, labels):
-    """Loop over every observed score as threshold; same if score >= t. Ties: smaller eer, smaller t."""
+def test_eer_tie_goes_to_the_smaller_score():
+    same, different = [0.8, 0.3, 0.2, 0.7], [0.8, 0.2, 0.3, 0.0]
+    # t = 0.3: FAR 2/4 (0.8, 0.3), FRR 1/4 (0.2); t = 0.7: FAR 1/4, FRR 2/4: same gap, same eer 0.375
+    assert equal_error_rate_threshold(same + different, [True] * 4 + [False] * 4) == pytest.approx((0.3, 0.375))
+    # as distances d = 1 - s ("same if d <= t"): the tie is between d = 0.3 and d = 0.7 again
+    distances = [round(1 - x, 10) for x in same + different]
+    assert equal_error_rate_threshold(distances, [True] * 4 + [False] * 4, higher_is_same=False) == pytest.approx(
+        (0.3, 0.375))
+
+
+def _brute_force_eer(scores, labels, higher_is_same=True):
+    """Loop over every observed score as threshold; same if score >= t (<= t for distances).
+    Ties: smaller eer, then smaller t."""
     best = None
     pos, neg = scores[labels], scores[~labels]
     for t in sorted(set(scores.tolist())):
-        far, frr = np.mean(neg >= t), np.mean(pos < t)
+        if higher_is_same:
+            far, frr = np.mean(neg >= t), np.mean(pos < t)
+        else:
+            far, frr = np.mean(neg <= t), np.mean(pos > t)
         key = (round(abs(far - frr), 12), round((far + frr) / 2, 12), t)
         if best is None or key < best[0]:
             best = (key, t, (far + frr) / 2)
@@ -134,3 +148,89 @@ def test_eer_threshold_matches_brute_force(seed):
 def test_eer_needs_both_kinds_of_pairs():
     with pytest.raises(ValueError):
         equal_error_rate_threshold([0.1, 0.2], [True, True])
+
+
+@pytest.mark.parametrize("higher_is_same", [True, False])
+def test_eer_threshold_matches_brute_force_on_small_tied_cases(higher_is_same):
+    """Few pairs and coarse scores: many thresholds tie on |FAR - FRR|, and some of those on the eer."""
+    for seed in range(40):
+        rng = np.random.default_rng(100 + seed)
+        labels = rng.random(8) < 0.5
+        labels[:2] = [True, False]
+        scores = rng.integers(0, 5, 8) / 4.0
+        threshold, eer = equal_error_rate_threshold(scores, labels, higher_is_same)
+        t_ref, eer_ref = _brute_force_eer(scores, labels, higher_is_same)
+        assert (threshold, eer) == pytest.approx((t_ref, eer_ref)), seed
+
+
+def test_eer_inputs_are_checked_and_labels_may_be_zero_one():
+    with pytest.raises(ValueError, match="^similarities and same_labels must be 1-d and of equal length$"):
+        equal_error_rate_threshold([0.1, 0.2, 0.3], [True, False])
+    with pytest.raises(ValueError, match="^need both same-person and different-person pairs$"):
+        equal_error_rate_threshold([0.1, 0.2], [False, False])
+    same, different = [0.9, 0.8, 0.7, 0.4], [0.1, 0.2, 0.5, 0.3]
+    assert equal_error_rate_threshold(same + different, [1] * 4 + [0] * 4) == pytest.approx((0.5, 0.25))
+
+
+def test_stack_embeddings_details():
+    with pytest.raises(ValueError, match="^all embeddings are None: pass `dim`$"):
+        stack_embeddings([None, None])
+    t = stack_embeddings([None, np.array([1.0, 2.0, 3.0])])  # the size comes from the first found
+    assert t.shape == (2, 3) and t.dtype == torch.float64 and t[1].tolist() == [1.0, 2.0, 3.0]
+    assert stack_embeddings([np.array([0.1 + 1e-12])])[0, 0].item() == 0.1 + 1e-12  # float64 kept
+
+
+def test_default_recogniser_is_cosine_and_the_threshold_is_inclusive():
+    a, b = torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[4.0, 3.0], [0.0, 2.0]])
+    assert pair_scores(a, b).tolist() == pytest.approx([0.96, 0.0])
+    # rows of different norms: each row is normalised on its own
+    np.testing.assert_allclose(score_matrix(a, b).numpy(), [[0.96, 0.8], [0.8, 0.0]], atol=1e-12)
+    np.testing.assert_allclose(score_matrix(a, b, higher_is_same=False).numpy(), [[2 ** 0.5, 13 ** 0.5], [18 ** 0.5, 5 ** 0.5]],
+                               atol=1e-12)
+    scores = torch.tensor([0.5, 0.49, 0.51])
+    assert same_person(scores, 0.5).tolist() == [True, False, True]
+    assert same_person(scores, 0.5, higher_is_same=False).tolist() == [True, True, False]
+
+
+def test_reidentification_rate_counts_accumulate_and_validate():
+    metric = ReIdentificationRate(0.5)
+    out = metric.compute()  # nothing evaluable yet: NaN, not an error
+    assert torch.isnan(out["rate"]) and torch.isnan(out["mean_score"]) and out["rate"].dtype == torch.float64
+    assert out["mean_score"].dtype == torch.float64
+    for _ in range(2):  # each batch: one original without a face, one output without a face, one re-identified
+        metric.update(torch.tensor([[NAN, NAN], [1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [NAN, NAN],
+                                                                                        [1.0, 0.1]]))
+    out = metric.compute()
+    assert [int(out[k]) for k in ("reidentified", "evaluable", "no_face_anonymised", "no_face_original")] == [2, 4, 2, 2]
+    single = ReIdentificationRate(0.5)
+    single.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 1.0]]))  # one image: cos = 1 / sqrt 2
+    out = single.compute()
+    assert float(out["rate"]) == 1.0 and out["mean_score"].dtype == torch.float64
+    assert float(out["mean_score"]) == pytest.approx(0.5 ** 0.5, abs=1e-14)  # summed in float64
+    with pytest.raises(ValueError, match="^3 originals but 2 anonymised embeddings$"):
+        single.update(torch.zeros(3, 5), torch.zeros(2, 5))
+
+
+def test_rank1_default_is_cosine_and_edge_cases():
+    gallery = torch.tensor([[1.0, 0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0]])
+    metric = Rank1Identification()  # cosine: the query is its own gallery face, scaled
+    metric.update(3 * gallery, torch.tensor([7, 8, 9]), gallery, torch.tensor([7, 8, 9]))
+    out = metric.compute()
+    assert (int(out["correct"]), int(out["queries"]), int(out["no_face"])) == (3, 3, 0) and float(out["rate"]) == 1.0
+
+    # cosine and Euclidean disagree here: the query points along g0 but lies closer to g1
+    by_angle = Rank1Identification()
+    by_angle.update(torch.tensor([[10.0, 1.0]]), [0], torch.tensor([[1.0, 0.0], [7.0, 7.0]]), [0, 1])
+    assert int(by_angle.compute()["correct"]) == 1
+
+    empty = Rank1Identification().compute()
+    assert torch.isnan(empty["rate"]) and [int(empty[k]) for k in ("correct", "queries", "no_face")] == [0, 0, 0]
+    one = Rank1Identification()
+    one.update(gallery[:1], [7], gallery, [7, 8, 9])
+    assert float(one.compute()["rate"]) == 1.0
+    no_gallery = Rank1Identification()  # queries only (the gallery never came): nobody is identified
+    no_gallery.update(gallery, [7, 8, 9])
+    assert int(no_gallery.compute()["correct"]) == 0
+    faceless_gallery = Rank1Identification()  # gallery rows without a face are dropped: nothing to match
+    faceless_gallery.update(gallery, [7, 8, 9], torch.full((2, 5), NAN), [7, 8])
+    assert int(faceless_gallery.compute()["correct"]) == 0
