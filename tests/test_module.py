@@ -74,16 +74,51 @@ def test_only_middle_rows_move_and_the_objective_drops(tiny_problem):
     torch.testing.assert_close(ws[:, 8:], w_inv[:, 8:], atol=0, rtol=0)
     assert not torch.allclose(ws[:, 3:8], w_nb[:, 3:8])
     assert out["final"]["total"].mean() < out["initial"]["total"].mean()
+    assert out["initial_images"] is None, "initial images are kept only when asked for (memory)"
+
+
+def test_zero_steps_return_the_starting_code_and_its_terms(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    module.steps = 0
+    try:
+        out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+        kept = module.optimise(images[:2], w_inv[:2], w_nb[:2], keep_initial_images=True)
+    finally:
+        module.steps = 8
+    start = torch.cat([w_inv[:2, :3], w_nb[:2, 3:8], w_inv[:2, 8:]], dim=1)
+    assert torch.equal(out["ws"], start) and out["steps"].tolist() == [0, 0] and out["steps"].dtype == torch.long
+    assert all(torch.equal(out["initial"][k], out["final"][k]) for k in out["final"])
+    assert torch.equal(kept["initial_images"], kept["images"])
+
+
+def test_loop_tensors_follow_the_images_device(tiny_problem):
+    """Every tensor the loop creates goes to the images' device: with another default device (meta,
+    which holds no data) the loop still runs and returns CPU tensors. On a GPU a forgotten ``device=``
+    would leave a mask or a step counter on the CPU."""
+    module, images, w_inv, w_nb = tiny_problem
+    module.steps = 2
+    try:
+        with torch.device("meta"):
+            plain = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+            module.early_stop_tolerance = 10.0
+            stopped = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+    finally:
+        module.steps, module.early_stop_tolerance = 8, None
+    for out, steps in ((plain, [2, 2]), (stopped, [0, 0])):
+        assert out["ws"].device.type == "cpu" and out["steps"].device.type == "cpu"
+        assert out["steps"].tolist() == steps and out["steps"].dtype == torch.long
 
 
 def test_initial_terms_are_those_of_the_starting_code(tiny_problem):
     module, images, w_inv, w_nb = tiny_problem
-    out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+    out = module.optimise(images[:2], w_inv[:2], w_nb[:2], keep_initial_images=True)
     start = torch.cat([w_inv[:2, :3], w_nb[:2, 3:8], w_inv[:2, 8:]], dim=1)
     with torch.no_grad():
         ref = module.loss.reference(module.identity, module.attribute, images[:2])
-        expected = module.loss(module.identity, module.attribute, module.generator(start), ref)
+        rendered = module.generator(start)
+        expected = module.loss(module.identity, module.attribute, rendered, ref)
     torch.testing.assert_close(out["initial"]["similarity"], expected["similarity"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out["initial_images"], rendered, atol=1e-5, rtol=0)
 
 
 def test_early_stop_freezes_finished_images_only(tiny_problem):
