@@ -247,11 +247,14 @@ def test_early_stop_leaves_unfinished_images_on_their_own_trajectory(tiny_proble
     # a tolerance half the images meet at some step, one of them (the worst start) never
     tolerance = float(plain["final"]["identity"].median())
     module.early_stop_tolerance = tolerance
+    rendered = []  # batch size of every generator call
+    handle = module.generator.register_forward_pre_hook(lambda m, args: rendered.append(args[0].shape[0]))
     try:
         with trajectory(module) as (codes, on_step):
             stopped = module.optimise(images, w_inv, w_nb, on_step=on_step)
     finally:
         module.early_stop_tolerance = None
+        handle.remove()
     never = stopped["steps"] == module.steps
     finished = ~never
     assert finished.any() and never.any()
@@ -271,6 +274,30 @@ def test_early_stop_leaves_unfinished_images_on_their_own_trajectory(tiny_proble
         torch.testing.assert_close(stopped["ws"][i, 3:8], at_finish, atol=1e-5, rtol=0)
         for later in codes[max(s - 1, 0):]:
             assert torch.equal(later[i], stopped["ws"][i, 3:8]), f"image {i} moved after it finished"
+    # finished images leave the batch: step t renders the images still unfinished before it (an image
+    # that finishes at step s is rendered at steps 0..s); the final image is rendered for the whole batch
+    steps = stopped["steps"]
+    assert rendered[:-1] == [int((steps >= t).sum()) for t in range(len(rendered) - 1)]
+    assert rendered[-1] == len(images) and min(rendered) < len(images)
+
+
+def test_early_stop_tolerance_is_inclusive_and_on_step_sees_every_step(tiny_problem):
+    module, images, w_inv, w_nb = tiny_problem
+    module.steps = 3
+    try:
+        start = module.optimise(images[:2], w_inv[:2], w_nb[:2])["initial"]["identity"]
+        # image 0 meets the tolerance exactly at its start: |cos - m| <= tolerance stops it
+        module.early_stop_tolerance = float(start[0])
+        calls = []
+        out = module.optimise(images[:2], w_inv[:2], w_nb[:2], on_step=lambda step, terms: calls.append((step, terms)))
+    finally:
+        module.steps, module.early_stop_tolerance = 8, None
+    assert start[1] > start[0] and out["steps"].tolist() == [0, 3]
+    # on_step: every step index, with that step's per-image terms (image 1 alone once image 0 stopped)
+    assert [step for step, _ in calls] == [0, 1, 2]
+    assert set(calls[0][1]) == {"total", "identity", "attribute", "similarity"}
+    assert calls[0][1]["identity"].shape == (2,) and calls[1][1]["identity"].shape == (1,)
+    torch.testing.assert_close(calls[0][1]["identity"], start, atol=0, rtol=0)
 
 
 def test_default_layout_leaves_a_networks_own_choice_alone(tiny_problem):
