@@ -286,15 +286,17 @@ def test_early_stop_tolerance_is_inclusive_and_on_step_sees_every_step(tiny_prob
     module.steps = 3
     try:
         start = module.optimise(images[:2], w_inv[:2], w_nb[:2])["initial"]["identity"]
-        # image 0 meets the tolerance exactly at its start: |cos - m| <= tolerance stops it
-        module.early_stop_tolerance = float(start[0])
+        # image `first` meets the tolerance exactly at its start: |cos - m| <= tolerance stops it
+        first = int(start.argmin())
+        module.early_stop_tolerance = float(start[first])
         calls = []
         out = module.optimise(images[:2], w_inv[:2], w_nb[:2], on_step=lambda step, terms: calls.append((step, terms)))
     finally:
         module.steps, module.early_stop_tolerance = 8, None
-    assert start[1] > start[0] and out["steps"].tolist() == [0, 3]
-    # on_step: every step index, with that step's per-image terms (image 1 alone once image 0 stopped)
-    assert [step for step, _ in calls] == [0, 1, 2]
+    other = 1 - first
+    assert start[other] > start[first] and out["steps"][first] == 0 and out["steps"][other] >= 2
+    # on_step: every step index, with that step's per-image terms (the other image alone after step 0)
+    assert [step for step, _ in calls] == list(range(int(out["steps"][other])))
     assert set(calls[0][1]) == {"total", "identity", "attribute", "similarity"}
     assert calls[0][1]["identity"].shape == (2,) and calls[1][1]["identity"].shape == (1,)
     torch.testing.assert_close(calls[0][1]["identity"], start, atol=0, rtol=0)
