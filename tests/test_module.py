@@ -166,8 +166,12 @@ def test_bf16_autocast_keeps_codes_and_losses_fp32_and_close(tiny_problem):
         for c in calls.values():
             c.clear()
         module.precision = "bf16"
+        # bf16 is asked for by name: with another default autocast dtype (fp16 on CUDA) it is still bf16
+        default_dtype = torch.get_autocast_dtype("cpu")
+        torch.set_autocast_dtype("cpu", torch.float16)
         out = module.optimise(images[:1], w_inv[:1], w_nb[:1])
     finally:
+        torch.set_autocast_dtype("cpu", default_dtype)
         module.precision, module.steps = "32", 8
         for h in handles:
             h.remove()
@@ -304,6 +308,14 @@ def test_early_stop_tolerance_is_inclusive_and_on_step_sees_every_step(tiny_prob
 
 def test_default_layout_leaves_a_networks_own_choice_alone(tiny_problem):
     module, images, w_inv, w_nb = tiny_problem
+    module.steps = 0
+    try:  # the option switched on and back off (puts every network in NCHW) before the network chooses
+        module.channels_last = True
+        module.optimise(images[:1], w_inv[:1], w_nb[:1])
+        module.channels_last = False
+        module.optimise(images[:1], w_inv[:1], w_nb[:1])
+    finally:
+        module.channels_last, module.steps = False, 8
     module.identity.to(memory_format=torch.channels_last)  # as MobileFaceNet does for itself
     try:
         module.optimise(images[:1], w_inv[:1], w_nb[:1])
@@ -311,3 +323,12 @@ def test_default_layout_leaves_a_networks_own_choice_alone(tiny_problem):
         assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
     finally:
         module.identity.to(memory_format=torch.contiguous_format)
+
+
+def test_a_generator_without_a_skip_output_runs_at_full_size():
+    """The lite set's DCGAN has no ``resolution`` argument: without ``loss_resolution`` none is passed."""
+    module, images, w_inv, w_nb = make_problem("generator=dcgan_face64", "generator.checkpoint=null", "latent=whole",
+                                               "module.steps=1")
+    out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+    assert out["ws"].shape == (2, 1, 100) and out["images"].shape == (2, 3, 64, 64)
+    assert not torch.equal(out["ws"], w_nb[:2])
