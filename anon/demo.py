@@ -6,7 +6,8 @@
 
 Runs ``anon pipeline experiment=lite`` (MTCNN + FFHQ crop, DCGAN inversion, seeded fake pool,
 pairing, MobileFaceNet-driven anonymisation), then ``anon evaluate`` with dlib's ResNet -- a
-different recogniser from the one optimised against -- and writes ``grid.png`` (aligned original |
+different recogniser from the one optimised against -- on the original, the inversion and the output
+(so the anonymisation's own gain is visible), and writes ``grid.png`` (aligned original |
 anonymised) beside the run's images, manifest and verification report.
 """
 from __future__ import annotations
@@ -60,6 +61,10 @@ def write_grid(run_dir: Path, path: Path, rows: int) -> Path | None:
     return path
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     out = Path(args["out"])
@@ -87,13 +92,24 @@ def main(argv: list[str] | None = None) -> int:
     done = summary.get("images_done", 0)
     print("\n[anon] demo finished")
     print(f"  images: {done} anonymised, {summary.get('images_failed', 0)} failed (see manifest.jsonl)")
-    if dlib["reidentification_rate"] is not None:
-        print(f"  identity no longer matching under dlib (threshold {dlib['threshold']:.2f}): "
-              f"{100 * (1 - dlib['reidentification_rate']):.1f} % of {dlib['evaluable']}")
+    if report["inversion"]["warning"]:
+        print(f"  WARNING: {report['inversion']['warning']}")
+    for kind, attack in dlib["attacks"].items():
+        out, inv = attack["output"], attack["inversion"]
+        if attack["not_run"]:
+            print(f"  dlib {kind}: not run ({attack['not_run']})")
+            continue
+        text = f"output {_pct(out['rate'])} ({out['matched']} of {out['evaluable']})"
+        if inv is not None:
+            text += f", inversion alone {_pct(inv['rate'])} ({inv['matched']} of {inv['evaluable']})"
+        print(f"  re-identified by dlib, {kind} (threshold {dlib['threshold']:.2f}): {text}")
     detection = report.get("detection") or {}
     if detection.get("rate") is not None:
         print(f"  face detected in the outputs (MTCNN): {100 * detection['rate']:.1f} % "
               f"({detection['detected']} of {detection['total']})")
+    v = report["verdict"]
+    print(f"  verdict: privacy {_pct(v['privacy_rate'])}, utility {_pct(v['utility_rate'])} (pose within "
+          f"{v['thresholds']['max_yaw_deg']:g} deg, same expression), passed {_pct(v['pass_rate'])}")
     if done:
         print(f"  wall time: {wall:.0f} s in all, {wall / done:.1f} s per image (this machine, all stages)")
     print(f"  outputs: {run_dir}  (images/, manifest.jsonl, report.md{', grid.png' if grid else ''})")

@@ -139,7 +139,7 @@ def scatter_png(points: Sequence[tuple[float, float, str]], path: str | Path, ti
 
 # ------------------------------------------------------------------------------------------- one run
 def write_plots(run_dir: str | Path, lines: Sequence[dict], report: dict) -> list[str]:
-    """``plots/similarity_<evaluator>.png`` (after, and before when measured; the threshold) and
+    """``plots/similarity_<evaluator>.png`` (output, and inversion when scored; the threshold) and
     ``plots/loss_network_similarity.png`` (the manifest's in-loop identity similarity before/after).
     Returns the written paths relative to ``run_dir``."""
     run_dir = Path(run_dir)
@@ -147,10 +147,10 @@ def write_plots(run_dir: str | Path, lines: Sequence[dict], report: dict) -> lis
     lines = [line for line in lines if "error" not in line]
     for name, ev in report["evaluators"].items():
         kind = "similarity" if ev["score"] == "cosine similarity" else "distance"
-        series = {"after: original vs anonymised": [line["evaluators"][name].get(kind) for line in lines]}
-        before = [line["evaluators"][name].get(f"{kind}_before") for line in lines]
-        if any(v is not None for v in before):
-            series = {"before: original vs before image": before, **series}
+        series = {"output: original vs anonymised": [line["evaluators"][name].get(kind) for line in lines]}
+        inversion = [line["evaluators"][name].get(f"{kind}_inversion") for line in lines]
+        if any(v is not None for v in inversion):
+            series = {"inversion: original vs inversion": inversion, **series}
         value_range = (-1.0, 1.0) if kind == "similarity" else None
         path = histogram_png(series, run_dir / "plots" / f"similarity_{name}.png",
                              f"{name}: {ev['score']}, re-identified {_pct(ev['reidentification_rate'])}",
@@ -180,69 +180,105 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def markdown(report: dict) -> str:
-    """``report.json`` -> the ``report.md`` page."""
-    out = [f"# Verification report: `{Path(report['run_dir']).name}`", ""]
-    out.append(f"{report['images']} images done in the manifest, {report['evaluated']} evaluated, "
-               f"{len(report['unreadable'])} unreadable. **{report['passed']} passed** "
-               f"({_pct(report['pass_rate'])}): not re-identified by any evaluator"
-               + (" and a face still detected." if report.get("detection") else "."))
-    if report.get("calibration"):
-        out.append(f"Calibration pairs: {report['calibration']}.")
-    detection = report.get("detection")
-    for name, ev in report["evaluators"].items():
-        rows = [("score", f"{ev['score']} (same person if {ev['same_person_if']})"),
-                ("threshold", f"{ev['threshold']:.4f}"), ("threshold from", ev["threshold_source"]),
-                ("re-identification rate", f"{_pct(ev['reidentification_rate'])} "
-                                           f"({ev['reidentified']} of {ev['evaluable']})"),
-                ("no face in anonymised output", f"{ev['no_face_anonymised']} (counted as not re-identified)"),
-                ("no face in original (not judged)", str(ev["no_face_original"])),
-                (f"mean {ev['score']} before", _fmt(ev["mean_before"]) + (
-                    f" ({ev['before_pairs']} pairs)" if ev["mean_before"] is not None else
-                    " (no before images; see the manifest's loss-network numbers below)")),
-                (f"mean {ev['score']} after", _fmt(ev["mean_after"]))]
-        if detection:
-            rows.append(("face detection rate (output)", f"{_pct(detection['rate'])} "
-                                                         f"({detection['detected']} of {detection['total']})"))
-        if ev.get("rank1"):
-            r1 = ev["rank1"]
-            rows.append(("rank-1 identification vs originals", f"{_pct(r1['rate'])} ({r1['correct']} of "
-                                                               f"{r1['queries']}; {r1['no_face']} without a face)"))
+    """``report.json`` (schema :class:`anon.report_schema.Report`) -> the ``report.md`` page."""
+    from anon.report_schema import Report
+
+    r = Report.from_dict(report)
+    out = [f"# Verification report: `{Path(r.run_dir).name}`", ""]
+    if r.inversion.warning:
+        out += [f"> **Warning.** {r.inversion.warning}", ""]
+    v = r.verdict
+    out.append(f"{r.images} images done in the manifest, {r.evaluated} evaluated, {len(r.unreadable)} unreadable. "
+               f"**{v.passed} passed** ({_pct(v.pass_rate)}): privacy {v.privacy} ({_pct(v.privacy_rate)}), "
+               f"utility {v.utility} ({_pct(v.utility_rate)}).")
+    out += ["", "## Verdict", "",
+            "Privacy: no evaluator re-identifies the image against its own original"
+            + (" and a face is still detected." if r.detection else "."),
+            "Utility: " + (", ".join(_utility_check(c, v.thresholds) for c in v.utility_checks)
+                           if v.utility_checks else "not measured (no pose, expression or attribute check "
+                                                    "configured), so no image can pass") + ".",
+            f"Thresholds from: {v.source}.", "",
+            "| | images | share |", "|---|---|---|",
+            f"| privacy | {v.privacy} of {v.evaluated} | {_pct(v.privacy_rate)} |",
+            f"| utility | {v.utility} of {v.evaluated} | {_pct(v.utility_rate)} |",
+            f"| passed (both) | {v.passed} of {v.evaluated} | {_pct(v.pass_rate)} |"]
+    out += ["", "## Re-identification: inversion vs output", "",
+            f"Inversion: {r.inversion.source or 'not scored'} ({r.inversion.images} images). "
+            f"Identity labels: {r.identity_labels}."]
+    if r.calibration:
+        out.append(f"Calibration pairs: {r.calibration}.")
+    out += ["", "| evaluator | attack | threshold (source) | inversion re-identified | output re-identified | "
+            "gain (inversion - output) |", "|---|---|---|---|---|---|"]
+    for name, ev in r.evaluators.items():
+        for kind, a in ev.attacks.items():
+            threshold = "—" if a.threshold is None else f"{a.threshold:.4f}"
+            inv = "—" if a.inversion is None else f"{_pct(a.inversion.rate)} ({a.inversion.matched} of {a.inversion.evaluable})"
+            out_ = f"{_pct(a.output.rate)} ({a.output.matched} of {a.output.evaluable})"
+            if a.not_run:
+                out_ = f"not run: {a.not_run}"
+            gain = "—" if a.gain is None else f"{100 * a.gain:+.1f} points"
+            out.append(f"| `{name}` | {kind}: {a.description} | {threshold} ({a.threshold_source}) | {inv} | {out_} "
+                       f"| {gain} |")
+    for name, ev in r.evaluators.items():
+        rows = [("score", f"{ev.score} (same person if {ev.same_person_if})"),
+                ("threshold", f"{ev.threshold:.4f}"), ("threshold from", ev.threshold_source),
+                ("re-identified against own original", f"{_pct(ev.reidentification_rate)} "
+                                                       f"({ev.reidentified} of {ev.evaluable})"),
+                ("no face in anonymised output", f"{ev.no_face_anonymised} (counted as not re-identified)"),
+                ("no face in original (not judged)", str(ev.no_face_original)),
+                (f"mean {ev.score}, original vs inversion", _fmt(ev.mean_inversion) + f" ({ev.inversion_pairs} pairs)"),
+                (f"mean {ev.score}, original vs output", _fmt(ev.mean_after))]
+        if r.detection:
+            rows.append(("face detection rate (output)", f"{_pct(r.detection.rate)} "
+                                                         f"({r.detection.detected} of {r.detection.total})"))
         out += ["", f"## Evaluator `{name}`", "", "| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    pose = report.get("pose")
+    pose = r.pose
     if pose:
-        out += ["", "## Head pose", "", f"Estimator: {pose.get('estimator', '')}. Mean absolute difference "
-                f"original vs anonymised over {pose['count']} images ({pose['missing']} without landmarks):", "",
+        fallback = (f"; fallback where it finds no face in either image: {pose.fallback} (used for "
+                    f"{pose.fallback_used} images)") if pose.fallback else ""
+        out += ["", "## Head pose", "", f"Estimator: {pose.estimator}{fallback}. Mean absolute difference "
+                f"original vs anonymised over {pose.count} images ({pose.missing} without landmarks):", "",
                 "| yaw | pitch | roll | mean |", "|---|---|---|---|",
-                f"| {_fmt(pose['yaw'], 2)}° | {_fmt(pose['pitch'], 2)}° | {_fmt(pose['roll'], 2)}° | "
-                f"{_fmt(pose['mean'], 2)}° |"]
-    attrs = report.get("attributes")
+                f"| {_fmt(pose.yaw, 2)}° | {_fmt(pose.pitch, 2)}° | {_fmt(pose.roll, 2)}° | {_fmt(pose.mean, 2)}° |"]
+        if pose.inversion_count:
+            out += ["", f"Original vs inversion over {pose.inversion_count} images: |Δyaw| "
+                    f"{_fmt(pose.inversion_yaw, 2)}°, |Δpitch| {_fmt(pose.inversion_pitch, 2)}°."]
+    attrs = r.attributes
     if attrs:
-        out += ["", "## Attributes", "", f"Classifier agreement original vs anonymised over {attrs['count']} "
-                f"images: mean {_pct(attrs['mean'])}.", "", "| attribute | agreement |", "|---|---|"]
-        out += [f"| {k} | {_pct(v)} |" for k, v in attrs["per_attribute"].items()]
+        out += ["", "## Attributes", "", f"Classifier agreement original vs anonymised over {attrs.count} "
+                f"images: mean {_pct(attrs.mean)}.", "", "| attribute | agreement |", "|---|---|"]
+        out += [f"| {k} | {_pct(v)} |" for k, v in attrs.per_attribute.items()]
     out += _expression_section(report.get("expression"))
-    if report.get("fid") is not None:
-        out += ["", "## FID", "", f"FID (originals vs anonymised, FID Inception-v3 pool features): "
-                f"{report['fid']:.3f}"]
-    m = report.get("manifest") or {}
-    if m.get("identity_similarity_before") is not None:
+    if r.fid is not None:
+        out += ["", "## FID", "", f"FID (originals vs anonymised, FID Inception-v3 pool features): {r.fid:.3f}"]
+    m = r.manifest
+    if m.identity_similarity_before is not None:
         out += ["", "## Optimisation (from the manifest)", "",
-                f"Loss-network identity similarity, mean: {_fmt(m['identity_similarity_before'])} (initial code) -> "
-                f"{_fmt(m['identity_similarity_after'])} (final code); attribute loss {_fmt(m.get('loss_attribute'))}."]
-    if report.get("plots"):
-        out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in report["plots"]]
-    out += ["", "## Failed images", ""]
-    if report["failed_ids"]:
-        out.append(f"{len(report['failed_ids'])} images failed (also in `failed_ids.txt`, one id per line):")
-        out += [""] + [f"- `{i}`" for i in report["failed_ids"]]
+                f"Loss-network identity similarity, mean: {_fmt(m.identity_similarity_before)} (initial code) -> "
+                f"{_fmt(m.identity_similarity_after)} (final code); attribute loss {_fmt(m.loss_attribute)}."]
+    if r.plots:
+        out += ["", "## Plots", ""] + [f"![{p}]({p})" for p in r.plots]
+    out += ["", "## Images that did not pass", ""]
+    if r.failed_ids:
+        out.append(f"{len(r.failed_ids)} images (also in `failed_ids.txt`, one id per line; why, per image, in "
+                   f"`verification.jsonl`: `privacy`, `utility_failures`):")
+        out += [""] + [f"- `{i}`" for i in r.failed_ids]
     else:
         out.append("None.")
-    if report.get("not_evaluable_ids"):
+    if r.not_evaluable_ids:
         out += ["", "No evaluator found a face in these originals (not judged): "
-                + ", ".join(f"`{i}`" for i in report["not_evaluable_ids"])]
-    if report["unreadable"]:
-        out += ["", "Unreadable: " + ", ".join(f"`{i}`" for i in report["unreadable"])]
+                + ", ".join(f"`{i}`" for i in r.not_evaluable_ids)]
+    if r.unreadable:
+        out += ["", "Unreadable: " + ", ".join(f"`{i}`" for i in r.unreadable)]
     return "\n".join(out) + "\n"
+
+
+def _utility_check(check: str, thresholds: dict) -> str:
+    if check == "pose":
+        return f"|Δyaw| <= {thresholds['max_yaw_deg']:g}° and |Δpitch| <= {thresholds['max_pitch_deg']:g}°"
+    if check == "expression":
+        return "same expression class"
+    return f"attribute agreement >= {100 * thresholds['min_attribute_agreement']:g} %"
 
 
 def _expression_section(expr: dict | None) -> list[str]:
@@ -255,6 +291,9 @@ def _expression_section(expr: dict | None) -> list[str]:
            f"{expr['count']} images ({expr['missing']} without a face in one of the two):", "",
            "| same expression (argmax) | mean total-variation distance |", "|---|---|",
            f"| {_pct(expr['agreement'])} ({expr['same']} of {expr['count']}) | {_fmt(expr['tv_distance'])} |"]
+    if expr.get("inversion_count"):
+        out += ["", f"Inversion: same expression class as the original in {expr['inversion_same']} of "
+                f"{expr['inversion_count']} images."]
     classes, confusion = expr.get("classes") or [], expr.get("confusion") or []
     if expr["count"] and classes and len(confusion) == len(classes):
         out += ["", "Confusion (rows: original, columns: anonymised):", "",
@@ -298,7 +337,11 @@ def tradeoff_table(run_dirs: Sequence[str | Path], evaluator: str | None = None,
         path = run_dir / "report.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: run `python -m anon.stages.evaluate run_dir={run_dir}` first")
-        reports.append(json.loads(path.read_text()))
+        from anon.report_schema import Report
+
+        report = json.loads(path.read_text())
+        Report.from_dict(report, str(path))  # a report of another schema is an error, not blank cells
+        reports.append(report)
         cfg_path = run_dir / "config.yaml"
         configs.append(OmegaConf.load(cfg_path) if cfg_path.is_file() else OmegaConf.create({}))
     if not reports:

@@ -2,9 +2,12 @@
 
 Every run carries ``table`` and ``cell`` in its ``config.yaml`` (set by the ``experiment/`` configs:
 ``celebahq_main``, ``celebahq_margin``, ``lfw_main``, ``lite``); every evaluated run has a
-``report.json`` (``anon evaluate run_dir=...``). Rows are cells, columns the metrics:
-re-identification rate per evaluator (lower is better), face detection rate, head-pose error,
-attribute agreement and FID where measured, and the number of images.
+``report.json`` (``anon evaluate run_dir=...``, schema :mod:`anon.report_schema`). Rows are cells,
+columns the metrics: per evaluator the three attacks (own original, another photo of the same
+person, closed-set identification), each on the inversions, on the outputs and their difference (the
+anonymisation's gain); face detection rate, head-pose error, expression and attribute agreement,
+FID, and the verdict shares (privacy, utility, passed). A metric no run measured is left out and
+named under the table.
 
     python experiments/tables.py [--runs outputs] [--out outputs/tables]
 """
@@ -18,9 +21,16 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from anon.report_schema import Report  # noqa: E402
+
 
 def collect(roots: list[Path]) -> dict[str, list[dict]]:
-    """``{table: [row, ...]}`` from every ``report.json`` under ``roots`` whose config names a table."""
+    """``{table: [row, ...]}`` from every ``report.json`` under ``roots`` whose config names a table.
+
+    Each report is read through :class:`anon.report_schema.Report`: a report of another schema, or with
+    a field missing, stops the table with a one-line error instead of leaving its column blank.
+    """
     tables: dict[str, list[dict]] = {}
     for report_path in sorted(p for root in roots for p in root.rglob("report.json")):
         config_path = report_path.parent / "config.yaml"
@@ -29,19 +39,33 @@ def collect(roots: list[Path]) -> dict[str, list[dict]]:
         config = yaml.safe_load(config_path.read_text()) or {}
         if not config.get("table"):
             continue
-        report = json.loads(report_path.read_text())
-        row = {"cell": config.get("cell") or report_path.parent.name, "run": report_path.parent.name,
-               "images": report.get("evaluated")}
-        for name, ev in sorted(report.get("evaluators", {}).items()):
-            row[f"re-ID % ({name})"] = _pct(ev.get("reidentification_rate"))
-        row["detection %"] = _pct((report.get("detection") or {}).get("rate"))
-        row["pose error (deg)"] = _num((report.get("pose") or {}).get("mean"), 2)
-        attributes = report.get("attributes") or {}
-        row["attribute agreement %"] = _pct(attributes.get("mean_agreement") if isinstance(attributes, dict) else None)
-        fid = report.get("fid")
-        row["FID"] = _num(fid.get("value") if isinstance(fid, dict) else fid, 2)
+        report = Report.from_dict(json.loads(report_path.read_text()), str(report_path))
+        row = {"cell": config.get("cell") or report_path.parent.name, "run": report_path.parent.name}
+        row.update(row_of(report))
         tables.setdefault(config["table"], []).append(row)
     return tables
+
+
+def row_of(report: Report) -> dict:
+    """One table row: every metric of a report under its column name (None where not measured)."""
+    row = {"images": report.evaluated}
+    for name, ev in sorted(report.evaluators.items()):
+        for kind, attack in ev.attacks.items():
+            row[f"re-ID % {kind} inversion ({name})"] = _pct(attack.inversion.rate if attack.inversion else None)
+            row[f"re-ID % {kind} output ({name})"] = _pct(attack.output.rate)
+            row[f"gain % {kind} ({name})"] = _pct(attack.gain)
+    row["detection %"] = _pct(report.detection.rate if report.detection else None)
+    pose = report.pose
+    row["|Δyaw| (deg)"] = _num(pose.yaw if pose else None, 2)
+    row["|Δpitch| (deg)"] = _num(pose.pitch if pose else None, 2)
+    row["pose error (deg)"] = _num(pose.mean if pose else None, 2)
+    row["expression agreement %"] = _pct(report.expression.agreement if report.expression else None)
+    row["attribute agreement %"] = _pct(report.attributes.mean if report.attributes else None)
+    row["FID"] = _num(report.fid, 2)
+    row["privacy %"] = _pct(report.verdict.privacy_rate)
+    row["utility %"] = _pct(report.verdict.utility_rate)
+    row["passed %"] = _pct(report.verdict.pass_rate)
+    return row
 
 
 def _pct(value):
@@ -60,11 +84,19 @@ def columns(rows: list[dict]) -> list[str]:
     return [c for c in seen if c in ("cell", "run", "images") or any(r.get(c) is not None for r in rows)]
 
 
+def unmeasured(rows: list[dict]) -> list[str]:
+    """Metrics that no run of the table measured (left out of the table, and named under it)."""
+    cols = columns(rows)
+    return [c for row in rows[:1] for c in row if c not in cols]
+
+
 def markdown(name: str, rows: list[dict]) -> str:
     cols = columns(rows)
     out = [f"## {name}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in rows:
-        out.append("| " + " | ".join("—" if row.get(c) is None else str(row[c]) for c in cols) + " |")
+        out.append("| " + " | ".join("not measured" if row.get(c) is None else str(row[c]) for c in cols) + " |")
+    if unmeasured(rows):
+        out += ["", "Not measured in any run: " + ", ".join(unmeasured(rows)) + "."]
     return "\n".join(out) + "\n"
 
 

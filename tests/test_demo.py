@@ -31,7 +31,8 @@ def test_demo_on_two_lfw_photos(shared_data, tmp_path, capsys):
         (data / Path(name).name).write_bytes((shared_data / "lfw_sample" / name).read_bytes())
     assert main([f"data={data}", f"out={tmp_path / 'out'}"]) == 0
     out = capsys.readouterr().out
-    assert "identity no longer matching under dlib" in out and "face detected in the outputs" in out
+    assert "re-identified by dlib, own_original" in out and "inversion alone" in out
+    assert "face detected in the outputs" in out and "verdict: privacy" in out
     run_dir = next((tmp_path / "out" / "runs").iterdir())
     records = [json.loads(x) for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == ["Aaron_Peirsol_0001", "Abel_Pacheco_0001"]

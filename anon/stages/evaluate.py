@@ -1,28 +1,24 @@
-"""Stage ``evaluate``: verify a finished run image by image, and summarise it.
+"""Stage ``evaluate``: verify a finished run image by image, and summarise it honestly.
 
-For every ``done`` record of ``run_dir/manifest.jsonl`` the original (``source``) and the anonymised
-PNG are compared under each identity evaluator (see :mod:`anon.metrics.evaluators`): the
-similarity (or distance), whether the recogniser still says "same person" at its threshold, whether
-a face is found in the output, and, when configured, pose, attribute and expression differences
-(:mod:`anon.metrics.expression`: argmax agreement and total-variation distance). Writes:
+For every ``done`` record of ``run_dir/manifest.jsonl`` three images are scored: the original
+(``source``), the *inversion* (the run's inversion code rendered by its generator:
+:mod:`anon.stages.inversion_images`) and the anonymised PNG. Under each identity evaluator
+(:mod:`anon.metrics.evaluators`) the three attacks of :mod:`anon.metrics.attacks` run on the outputs
+and on the inversions, so the report separates what the inverter alone did from the anonymisation's
+own gain. Then face detection, head pose (dlib's 68 landmarks, :mod:`anon.metrics.pose68`, with the
+5-point MTCNN fit as fallback), attributes and expression, and the two-half verdict per image
+(:mod:`anon.metrics.verdict`). Writes:
 
-* ``verification.jsonl``: one line per image with all of the above and an overall ``pass``;
-* ``report.json`` / ``report.md``: rates per evaluator (with each threshold and where it comes
-  from), detection rate, pose / attribute / expression / FID numbers, the ids that failed;
-* ``failed_ids.txt``: the ids to re-run; ``plots/*.png``: similarity histograms.
-
-An image *passes* when no evaluator re-identifies it (evaluators that find no face in the original
-cannot judge and are ignored) and, with a detector, a face is still detected in the output.
+* ``verification.jsonl``: one line per image with all of the above;
+* ``report.json`` (schema :mod:`anon.report_schema`) / ``report.md``;
+* ``failed_ids.txt``: ids that did not pass; ``plots/*.png``: similarity histograms.
 
 ``python -m anon.stages.evaluate run_dir=outputs/runs/<run>`` (config ``conf/evaluate.yaml``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,11 +27,14 @@ import torch
 
 from anon.errors import ConfigError, MissingDataError
 from anon.manifest import read_records
-from anon.metrics.attributes import AttributeAgreement, PoseError, pose_from_landmarks
+from anon.metrics import attacks
+from anon.metrics.attributes import AttributeAgreement, PoseError, angle_difference, pose_from_landmarks
 from anon.metrics.detection import DetectionRate, MemoDetector, detect_fn
 from anon.metrics.expression import ExpressionAgreement
-from anon.metrics.reid import (Rank1Identification, ReIdentificationRate, equal_error_rate_threshold, has_face,
-                               pair_scores, same_person, stack_embeddings)
+from anon.metrics.reid import ReIdentificationRate, has_face, pair_scores, same_person, stack_embeddings
+from anon.metrics.thresholds import (Calibration, Threshold, calibrate_threshold, lfw_calibration,  # noqa: F401
+                                     read_rgb, resolve_thresholds, write_atomic)
+from anon.metrics.verdict import VerdictThresholds, privacy, utility
 from anon.stages.common import chunks
 
 VERIFICATION = "verification.jsonl"
@@ -43,6 +42,7 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 FAILED_IDS = "failed_ids.txt"
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+FIVE_POINT = "5-landmark weak-perspective fit on the detector's landmarks (anon.metrics.attributes.pose_from_landmarks)"
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -63,112 +63,6 @@ def done_records(run_dir: str | Path) -> list[dict]:
     return [latest[k] for k in sorted(latest) if latest[k].get("status") == "done"]
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """An image file -> ``H x W x 3`` uint8 RGB (EXIF orientation applied)."""
-    from anon.data.images import load_rgb
-
-    return load_rgb(path)  # every mode scaled to 8 bits (16-bit grey is not clipped)
-
-
-@dataclass
-class Calibration:
-    """Verification pairs to calibrate thresholds on: ``(image_a, image_b, same_person)`` paths.
-
-    ``description`` names them in the report (e.g. "LFW pairs.txt, 6000 pairs"); results are cached
-    in the JSON file ``cache`` (keyed by evaluator key and description) when it is set.
-    """
-
-    pairs: list[tuple[Path, Path, bool]]
-    description: str
-    cache: Path | None = None
-
-
-@dataclass
-class Threshold:
-    value: float
-    source: str
-    eer: float | None = None
-
-
-def calibrate_threshold(evaluator, pairs: Sequence[tuple[Path, Path, bool]], batch_size: int = 32) -> dict:
-    """The evaluator's equal-error-rate threshold on verification pairs.
-
-    Every distinct image is embedded once; pairs where either image has no face are left out.
-    Returns ``{"value", "eer", "pairs" (used), "skipped" (no face)}``.
-    """
-    paths = sorted({str(p) for a, b, _ in pairs for p in (a, b)})
-    embedding: dict[str, np.ndarray | None] = {}
-    for part in chunks(len(paths), batch_size):
-        names = paths[part.start:part.stop]
-        embedding.update(zip(names, evaluator.embed([read_rgb(p) for p in names])))
-    kept = [(a, b, same) for a, b, same in pairs if embedding[str(a)] is not None and embedding[str(b)] is not None]
-    if not kept:
-        raise ValueError("no calibration pair has a face in both images")
-    a = stack_embeddings([embedding[str(p)] for p, _, _ in kept])
-    b = stack_embeddings([embedding[str(p)] for _, p, _ in kept])
-    scores = pair_scores(a, b, evaluator.higher_is_same)
-    value, eer = equal_error_rate_threshold(scores.numpy(), [s for _, _, s in kept], evaluator.higher_is_same)
-    return {"value": value, "eer": eer, "pairs": len(kept), "skipped": len(pairs) - len(kept)}
-
-
-def resolve_thresholds(evaluators: dict, thresholds: dict | None = None, calibration: Calibration | None = None,
-                       keys: dict[str, str] | None = None, batch_size: int = 32) -> dict[str, Threshold]:
-    """One decision threshold per evaluator, with where it comes from.
-
-    Order: ``thresholds[name]`` (a number, or ``{"value", "source"}``) -> the evaluator's own
-    ``threshold`` (e.g. dlib's 0.6) -> the equal-error-rate threshold on ``calibration`` pairs.
-    ``keys`` name each evaluator in the calibration cache (default: its name).
-    """
-    thresholds, keys = dict(thresholds or {}), dict(keys or {})
-    out = {}
-    for name, evaluator in evaluators.items():
-        given = thresholds.get(name)
-        if given is not None:
-            if isinstance(given, dict):
-                out[name] = Threshold(float(given["value"]), str(given.get("source", "configured")))
-            else:
-                out[name] = Threshold(float(given), "configured (thresholds." + name + ")")
-        elif getattr(evaluator, "threshold", None) is not None:
-            out[name] = Threshold(float(evaluator.threshold), getattr(evaluator, "threshold_source", None) or "evaluator default")
-        elif calibration is not None:
-            result = _cached_calibration(evaluator, keys.get(name, name), calibration, batch_size)
-            out[name] = Threshold(result["value"], f"equal-error-rate threshold on {calibration.description} "
-                                                   f"({result['pairs']} pairs with faces; EER {result['eer']:.4f})",
-                                  result["eer"])
-        else:
-            raise ConfigError(f"no threshold for evaluator {name!r}: set `thresholds.{name}=<value>` or give "
-                              "LFW verification pairs (`calibration.images`, `calibration.pairs`) to calibrate one")
-    return out
-
-
-def _cached_calibration(evaluator, key: str, calibration: Calibration, batch_size: int) -> dict:
-    cache_key = hashlib.sha256(f"{key}|{calibration.description}".encode()).hexdigest()[:16]
-    cache = {}
-    if calibration.cache is not None and Path(calibration.cache).is_file():
-        cache = json.loads(Path(calibration.cache).read_text())
-        if cache_key in cache:
-            return cache[cache_key]
-    result = calibrate_threshold(evaluator, calibration.pairs, batch_size)
-    if calibration.cache is not None:
-        cache[cache_key] = {**result, "evaluator": key, "pairs_description": calibration.description}
-        _write_atomic(Path(calibration.cache), json.dumps(cache, indent=1, sort_keys=True))
-    return result
-
-
-# ------------------------------------------------------------------------------------------- the stage
-@dataclass
-class _Metrics:
-    """The torchmetrics objects one evaluation accumulates into."""
-
-    reid: dict[str, ReIdentificationRate]
-    rank1: dict[str, Rank1Identification] = field(default_factory=dict)
-    before: dict[str, list[float]] = field(default_factory=dict)
-    detection: DetectionRate | None = None
-    pose: PoseError | None = None
-    attributes: AttributeAgreement | None = None
-    expression: ExpressionAgreement | None = None
-
-
 def landmark_pose(detector) -> Callable[[np.ndarray], np.ndarray | None]:
     """``image -> (yaw, pitch, roll)`` degrees from the detector's first face's 5 landmarks (None: no face)."""
     detect = detect_fn(detector)
@@ -179,66 +73,111 @@ def landmark_pose(detector) -> Callable[[np.ndarray], np.ndarray | None]:
             return None
         return pose_from_landmarks(np.asarray(found[0][2], dtype=np.float64).reshape(5, 2))
 
+    pose.name = FIVE_POINT
     return pose
 
 
+class PosePair:
+    """Pose of an (original, other) pair: the main estimator when it sees both faces, else the fallback
+    for both (never one estimator for one image and another for the other)."""
+
+    def __init__(self, main: Callable | None, fallback: Callable | None = None):
+        self.main, self.fallback = main, fallback
+        self.name = getattr(main, "name", type(main).__name__) if main is not None else None
+        self.fallback_name = getattr(fallback, "name", None) if fallback is not None else None
+
+    def __call__(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+        for estimator, label in ((self.main, "main"), (self.fallback, "fallback")):
+            if estimator is None:
+                continue
+            p_a, p_b = estimator(a), estimator(b)
+            if p_a is not None and p_b is not None:
+                return np.asarray(p_a, np.float64).reshape(3), np.asarray(p_b, np.float64).reshape(3), label
+        return None, None, None
+
+
+def identity_labels(kind, ids: Sequence[str]) -> tuple[Callable[[str], object], str]:
+    """``identity_labels`` config -> ``(id -> person, description)``.
+
+    ``folder``: the first path component (LFW ``Name/Name_0001``); ``auto``: folder when ids have
+    folders, else each image its own person; ``null``: each image its own person; a callable as is.
+    """
+    if callable(kind):
+        return kind, getattr(kind, "description", "configured identity labels")
+    if kind == "auto":
+        kind = "folder" if any("/" in i for i in ids) else None
+    if kind == "folder":
+        return folder_identity, "folder name (LFW Name/Name_0001 layout)"
+    if kind is None:
+        return (lambda i: i), "none: every image is its own person"
+    raise ConfigError(f"identity_labels={kind!r}: use auto, folder (LFW's Name/Name_0001 ids) or null")
+
+
+# ------------------------------------------------------------------------------------------- the stage
 def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, thresholds: dict | None = None,
                  attributes: Callable | None = None, attribute_names: Sequence[str] | None = None,
-                 pose: Callable | str | None = "landmarks", identities: Callable[[str], object] | None = None,
-                 before_dir: str | Path | None = None, calibration: Calibration | None = None,
+                 pose: Callable | str | None = "landmarks", identities=None,
+                 inversion_dir: str | Path | None = None, calibration: Calibration | None = None,
                  calibration_keys: dict[str, str] | None = None, fid=None, batch_size: int = 16,
                  plots: bool = True, expression: Callable | None = None,
-                 expression_skipped: str | None = None) -> dict:
+                 expression_skipped: str | None = None, verdict: VerdictThresholds | None = None,
+                 inversion_source: str | None = None) -> dict:
     """Evaluate every ``done`` image of a run; write ``verification.jsonl``, ``report.json``, ``report.md``.
 
     Args:
         run_dir: the run folder (``manifest.jsonl``, ``images/<id>.png``).
         evaluators: ``{name: evaluator}`` (``embed``, ``higher_is_same``; :mod:`anon.metrics.evaluators`).
-        detector: ``image -> [(box, prob, landmarks), ...]`` (e.g. MTCNN); None skips detection and pose.
+        detector: ``image -> [(box, prob, landmarks), ...]`` (e.g. MTCNN); None skips detection.
         thresholds: ``{name: value or {"value", "source"}}`` overriding the evaluators' own thresholds.
         attributes: attribute classifier ``image -> A scores`` (binarised at 0.5); ``attribute_names``
             labels them (default: the classifier's ``names`` attribute, else ``attr<k>``).
-        pose: ``"landmarks"`` (:func:`anon.metrics.attributes.pose_from_landmarks` on the detector's
-            landmarks), a callable ``image -> (yaw, pitch, roll) or None``, or None.
-        identities: ``id -> identity label``; enables rank-1 identification of the anonymised images
-            against the gallery of all originals.
-        before_dir: optional folder of ``<id>.png`` "before anonymisation" images (e.g. the inversion's
-            reconstruction): each evaluator's original<->before score is reported as *before*.
+        pose: ``"landmarks"`` (5-point fit on the detector's landmarks), a callable
+            ``image -> (yaw, pitch, roll) or None`` (e.g. :class:`anon.metrics.pose68.Dlib68Pose`; the
+            5-point fit is its fallback when a detector is given), or None.
+        identities: ``id -> person`` or ``"auto"`` / ``"folder"`` / None (:func:`identity_labels`): the
+            labels of the other-photo and closed-set attacks.
+        inversion_dir: folder of ``<id>.png`` inversions (:func:`anon.stages.inversion_images.render_inversions`);
+            ``inversion_source`` says in the report where they come from.
         calibration, calibration_keys: pairs for thresholds that are neither configured nor built in.
-        fid: a torchmetrics ``FrechetInceptionDistance`` (:func:`anon.metrics.fid.build_fid`); originals
-            are its real set, anonymised images its fake set.
+        fid: a torchmetrics ``FrechetInceptionDistance``; originals real, anonymised fake.
         batch_size: images loaded and embedded together.
         plots: write ``plots/*.png``.
-        expression: ``list of images -> N x C`` expression probabilities, NaN rows without a face
-            (:class:`anon.metrics.expression.ExpressionScorer`; its ``names`` label the classes).
+        expression: ``list of images -> N x C`` expression probabilities, NaN rows without a face.
         expression_skipped: why no expression classifier runs (stated in the report), if one was wanted.
-    Returns: the report (also in ``report.json``).
+        verdict: the utility thresholds (default :class:`VerdictThresholds`).
+    Returns: the report (``report.json``, schema :class:`anon.report_schema.Report`) as a dict.
     """
     from anon import report as reporting
+    from anon.stages.evaluate_summary import summarise
 
     run_dir = Path(run_dir)
     records = done_records(run_dir)
     if not evaluators:
         raise ConfigError("no evaluator selected: set `evaluators=[...]`")
     limits = resolve_thresholds(evaluators, thresholds, calibration, calibration_keys, batch_size)
+    verdict = verdict or VerdictThresholds()
     if detector is not None and not isinstance(detector, MemoDetector):
         detector = MemoDetector(detector)
     if detector is not None:  # every image of a batch is detected a few times (crops, count, pose)
-        detector.size = max(detector.size, 4 * batch_size)
-    pose_fn = landmark_pose(detector) if pose == "landmarks" and detector is not None else (
-        pose if callable(pose) else None)
-    labels: dict[object, int] = {}
-    metrics = _Metrics(
-        reid={n: ReIdentificationRate(limits[n].value, e.higher_is_same) for n, e in evaluators.items()},
-        rank1={n: Rank1Identification(e.higher_is_same) for n, e in evaluators.items()} if identities else {},
-        before={n: [] for n in evaluators},
-        detection=DetectionRate() if detector is not None else None,
-        pose=PoseError() if pose_fn is not None else None)
-    if expression is not None:
-        metrics.expression = ExpressionAgreement(len(expression.names))
-    names = list(attribute_names or getattr(attributes, "names", None) or [])
+        detector.size = max(detector.size, 6 * batch_size)
+    five_point = landmark_pose(detector) if detector is not None else None
+    if pose == "landmarks":
+        pose_pair = PosePair(five_point) if five_point is not None else None
+    elif callable(pose):
+        pose_pair = PosePair(pose, five_point)
+    else:
+        pose_pair = None
+    label_of, label_description = identity_labels(identities, [r["id"] for r in records])
+    state = {
+        "reid": {n: ReIdentificationRate(limits[n].value, e.higher_is_same) for n, e in evaluators.items()},
+        "emb": {n: {"o": [], "a": [], "i": []} for n in evaluators},
+        "detection": DetectionRate() if detector is not None else None,
+        "pose": PoseError() if pose_pair is not None else None, "pose_fallback": 0,
+        "attributes": None, "attribute_names": list(attribute_names or getattr(attributes, "names", None) or []),
+        "expression": ExpressionAgreement(len(expression.names)) if expression is not None else None,
+    }
 
-    lines, unreadable = [], []
+    lines, unreadable, evaluated = [], [], []
     for part in chunks(len(records), batch_size):
         batch = []
         for rec in records[part.start:part.stop]:
@@ -247,102 +186,133 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
                 anonymised = read_rgb(run_dir / rec.get("image", f"images/{rec['id']}.png"))
             except (OSError, ValueError) as err:
                 unreadable.append(rec["id"])
-                lines.append({"id": rec["id"], "source": rec.get("source"), "pass": None, "evaluable": False,
+                lines.append({"id": rec["id"], "source": rec.get("source"), "passed": None, "evaluable": False,
                               "error": f"{type(err).__name__}: {err}"})
                 continue
-            before = None
-            if before_dir is not None and (Path(before_dir) / f"{rec['id']}.png").is_file():
-                before = read_rgb(Path(before_dir) / f"{rec['id']}.png")
-            batch.append((rec, original, anonymised, before))
+            inversion = None
+            if inversion_dir is not None and (Path(inversion_dir) / f"{rec['id']}.png").is_file():
+                inversion = read_rgb(Path(inversion_dir) / f"{rec['id']}.png")
+            batch.append((rec, original, anonymised, inversion))
         if batch:
-            lines += _evaluate_batch(batch, evaluators, limits, detector, pose_fn, attributes, names, identities,
-                                     labels, fid, metrics, expression)
+            new = _evaluate_batch(batch, evaluators, limits, detector, pose_pair, attributes, fid, state, expression)
+            lines += new
+            evaluated += new
+    labels = [label_of(line["id"]) for line in evaluated]
+    attack_results = _attacks(evaluated, evaluators, limits, state, labels)
+    checks = [c for c, on in (("pose", pose_pair is not None), ("expression", expression is not None
+                                                                and verdict.same_expression),
+                              ("attributes", attributes is not None)) if on]
+    for line in evaluated:
+        line["privacy"] = privacy(line)
+        line["utility"], line["utility_failures"] = utility(line, verdict, checks)
+        line["passed"] = bool(line["privacy"] and line["utility"])
 
-    report = _summarise(run_dir, records, lines, unreadable, evaluators, limits, metrics, names, fid, calibration)
-    report["expression"] = _expression_summary(metrics.expression, expression, expression_skipped)
-    report = _clean(report)
+    report = summarise(run_dir, records, lines, unreadable, evaluators, limits, state, attack_results, fid,
+                       calibration, label_description, verdict, checks, pose_pair, expression, expression_skipped,
+                       inversion_source if inversion_dir is not None else None)
+    data = _clean(report.to_dict())
     lines = _clean(lines)
-    _write_atomic(run_dir / VERIFICATION, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
-    _write_atomic(run_dir / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _write_atomic(run_dir / FAILED_IDS, "".join(i + "\n" for i in report["failed_ids"]))
+    write_atomic(run_dir / VERIFICATION, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+    write_atomic(run_dir / FAILED_IDS, "".join(i + "\n" for i in data["failed_ids"]))
     if plots:
-        report["plots"] = reporting.write_plots(run_dir, lines, report)
-        _write_atomic(run_dir / REPORT_JSON, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _write_atomic(run_dir / REPORT_MD, reporting.markdown(report))
-    return report
+        data["plots"] = reporting.write_plots(run_dir, lines, data)
+    write_atomic(run_dir / REPORT_JSON, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_atomic(run_dir / REPORT_MD, reporting.markdown(data))
+    return data
 
 
-def _evaluate_batch(batch, evaluators, limits, detector, pose_fn, attributes, names, identities, labels, fid,
-                    metrics: _Metrics, expression=None) -> list[dict]:
-    """Evaluate a list of ``(record, original, anonymised, before-or-None)``; returns their verification lines."""
+def _evaluate_batch(batch, evaluators, limits, detector, pose_pair, attributes, fid, state: dict,
+                    expression=None) -> list[dict]:
+    """Evaluate a list of ``(record, original, anonymised, inversion-or-None)``; returns their verification lines."""
     records = [b[0] for b in batch]
-    originals, anonymised = [b[1] for b in batch], [b[2] for b in batch]
+    originals, anonymised, inversions = [b[1] for b in batch], [b[2] for b in batch], [b[3] for b in batch]
     lines = [{"id": r["id"], "source": r.get("source"), "image": r.get("image"),
+              "inversion": inv is not None,
               "identity_similarity_before": r.get("identity_similarity_before"),
-              "identity_similarity_after": r.get("identity_similarity_after"), "evaluators": {}} for r in records]
+              "identity_similarity_after": r.get("identity_similarity_after"), "evaluators": {}}
+             for r, inv in zip(records, inversions)]
 
     for name, evaluator in evaluators.items():
         kind = "similarity" if evaluator.higher_is_same else "distance"
         threshold = limits[name].value
         emb_o, emb_a = evaluator.embed(originals), evaluator.embed(anonymised)
-        dim = next((len(e) for e in emb_o + emb_a if e is not None), 1)
-        t_o, t_a = stack_embeddings(emb_o, dim), stack_embeddings(emb_a, dim)
-        metrics.reid[name].update(t_o, t_a)
-        if name in metrics.rank1:
-            ids = torch.tensor([labels.setdefault(identities(r["id"]), len(labels)) for r in records])
-            metrics.rank1[name].update(t_a, ids, t_o, ids)
-        scores = pair_scores(t_o, t_a, evaluator.higher_is_same)
+        present = [i for i, inv in enumerate(inversions) if inv is not None]
+        emb_i: list = [None] * len(batch)
+        for i, e in zip(present, evaluator.embed([inversions[i] for i in present]) if present else []):
+            emb_i[i] = e
+        store = state["emb"][name]
+        store["o"] += emb_o
+        store["a"] += emb_a
+        store["i"] += emb_i
+        dim = next((len(e) for e in emb_o + emb_a + emb_i if e is not None), 1)
+        t_o, t_a, t_i = (stack_embeddings(e, dim) for e in (emb_o, emb_a, emb_i))
+        state["reid"][name].update(t_o, t_a)
+        scores, scores_i = pair_scores(t_o, t_a, evaluator.higher_is_same), pair_scores(t_o, t_i, evaluator.higher_is_same)
         same = same_person(scores, threshold, evaluator.higher_is_same)
-        face_o, face_a = has_face(t_o), has_face(t_a)
-        before_scores = _before_scores(evaluator, batch, t_o, dim)
+        same_i = same_person(scores_i, threshold, evaluator.higher_is_same)
+        face_o, face_a, face_i = has_face(t_o), has_face(t_a), has_face(t_i)
         for i, line in enumerate(lines):
             judged = bool(face_o[i])
             reidentified = bool(same[i] and face_a[i]) if judged else None
             entry = {kind: _num(scores[i]), "threshold": threshold, "face_original": judged,
                      "face_anonymised": bool(face_a[i]), "reidentified": reidentified,
                      "pass": None if reidentified is None else not reidentified}
-            if before_scores is not None:
-                entry[f"{kind}_before"] = _num(before_scores[i])
-                if entry[f"{kind}_before"] is not None:
-                    metrics.before[name].append(entry[f"{kind}_before"])
+            if inversions[i] is not None:
+                entry[f"{kind}_inversion"] = _num(scores_i[i])
+                entry["reidentified_inversion"] = bool(same_i[i] and face_i[i]) if judged else None
             line["evaluators"][name] = entry
 
     if detector is not None:
         detect = detect_fn(detector)
         counts = torch.tensor([len(detect(im)) for im in anonymised])
-        metrics.detection.update(counts)
+        state["detection"].update(counts)
         for line, n in zip(lines, counts.tolist()):
             line["faces_detected"], line["face_detected"] = n, n > 0
 
-    if pose_fn is not None:
-        for line, o, a in zip(lines, originals, anonymised):
-            p_o, p_a = pose_fn(o), pose_fn(a)
-            nan3 = torch.full((1, 3), float("nan"))
-            t_po = nan3 if p_o is None else torch.as_tensor(np.asarray(p_o, dtype=np.float64)).reshape(1, 3)
-            t_pa = nan3 if p_a is None else torch.as_tensor(np.asarray(p_a, dtype=np.float64)).reshape(1, 3)
-            metrics.pose.update(t_po, t_pa)
-            line["pose_original"] = None if p_o is None else [round(float(v), 4) for v in np.asarray(p_o).reshape(3)]
-            line["pose_anonymised"] = None if p_a is None else [round(float(v), 4) for v in np.asarray(p_a).reshape(3)]
+    if pose_pair is not None:
+        for line, o, a, inv in zip(lines, originals, anonymised, inversions):
+            p_o, p_a, used = pose_pair(o, a)
+            nan3 = torch.full((1, 3), float("nan"), dtype=torch.float64)
+            t_po = nan3 if p_o is None else torch.as_tensor(p_o).reshape(1, 3)
+            t_pa = nan3 if p_a is None else torch.as_tensor(p_a).reshape(1, 3)
+            state["pose"].update(t_po, t_pa)
+            state["pose_fallback"] += used == "fallback"
+            line["pose_estimator"] = None if used is None else (pose_pair.name if used == "main" else pose_pair.fallback_name)
+            line["pose_original"] = None if p_o is None else [round(float(v), 4) for v in p_o]
+            line["pose_anonymised"] = None if p_a is None else [round(float(v), 4) for v in p_a]
+            line["pose_delta"] = None if p_o is None else [
+                round(float(v), 4) for v in angle_difference(torch.as_tensor(p_a), torch.as_tensor(p_o))]
+            if inv is not None:
+                q_o, q_i, _ = pose_pair(o, inv)
+                line["pose_delta_inversion"] = None if q_o is None else [
+                    round(float(v), 4) for v in angle_difference(torch.as_tensor(q_i), torch.as_tensor(q_o))]
 
     if attributes is not None:
+        names = state["attribute_names"]
         pred_o = torch.stack([torch.as_tensor(np.asarray(attributes(im), dtype=np.float64)).reshape(-1)
                               for im in originals])
         pred_a = torch.stack([torch.as_tensor(np.asarray(attributes(im), dtype=np.float64)).reshape(-1)
                               for im in anonymised])
-        if metrics.attributes is None:
-            metrics.attributes = AttributeAgreement(pred_o.shape[1])
+        if state["attributes"] is None:
+            state["attributes"] = AttributeAgreement(pred_o.shape[1])
             names[:] = names or [f"attr{k}" for k in range(pred_o.shape[1])]
-        metrics.attributes.update(pred_o, pred_a)
+        state["attributes"].update(pred_o, pred_a)
         for line, po, pa in zip(lines, pred_o, pred_a):
-            changed = [n for n, x, y in zip(names, (po > 0.5).tolist(), (pa > 0.5).tolist()) if x != y]
-            line["attributes"] = {"original": po.tolist(), "anonymised": pa.tolist(), "changed": changed}
+            bo, ba = (po > 0.5).tolist(), (pa > 0.5).tolist()
+            changed = [n for n, x, y in zip(names, bo, ba) if x != y]
+            line["attributes"] = {"original": po.tolist(), "anonymised": pa.tolist(), "changed": changed,
+                                  "agreement": 1.0 - len(changed) / len(names)}
 
     if expression is not None:
-        prob = expression(originals + anonymised)  # one pass: equal-size crops share forward batches
-        prob_o, prob_a = prob[:len(originals)], prob[len(originals):]
-        metrics.expression.update(prob_o, prob_a)
+        present = [i for i, inv in enumerate(inversions) if inv is not None]
+        prob = expression(originals + anonymised + [inversions[i] for i in present])  # one pass
+        n = len(originals)
+        prob_o, prob_a, prob_i = prob[:n], prob[n:2 * n], prob[2 * n:]
+        state["expression"].update(prob_o, prob_a)
         for line, po, pa in zip(lines, prob_o, prob_a):
             line["expression"] = _expression_line(po, pa, expression.names)
+        for k, i in enumerate(present):
+            lines[i]["expression_inversion"] = _expression_line(prob_o[i], prob_i[k], expression.names)["anonymised"]
 
     if fid is not None:
         for o, a in zip(originals, anonymised):
@@ -350,10 +320,36 @@ def _evaluate_batch(batch, evaluators, limits, detector, pose_fn, attributes, na
             fid.update(torch.from_numpy(a).permute(2, 0, 1)[None].contiguous(), real=False)
 
     for line in lines:
-        verdicts = [e["pass"] for e in line["evaluators"].values() if e["pass"] is not None]
-        line["evaluable"] = bool(verdicts)
-        line["pass"] = all(verdicts) and line.get("face_detected", True)
+        line["evaluable"] = any(e["pass"] is not None for e in line["evaluators"].values())
     return lines
+
+
+def _attacks(lines, evaluators, limits, state, labels) -> dict:
+    """``{evaluator: {attack: {"output": per-item, "inversion": per-item}}}``; also written into the lines."""
+    out = {}
+    has_inv = [line["inversion"] for line in lines]
+    for name, evaluator in evaluators.items():
+        store = state["emb"][name]
+        if not lines:
+            out[name] = {}
+            continue
+        dim = next((len(e) for e in store["o"] + store["a"] + store["i"] if e is not None), 1)
+        t_o, t_a, t_i = (stack_embeddings(store[k], dim) for k in ("o", "a", "i"))
+        higher, threshold = evaluator.higher_is_same, limits[name].value
+        result = {}
+        for probe_name, probes in (("output", t_a), ("inversion", t_i)):
+            per = {"own_original": attacks.own_original(t_o, probes, threshold, higher),
+                   "other_photo": attacks.other_photo(t_o, probes, labels, threshold, higher),
+                   "closed_set": attacks.closed_set(t_o, probes, labels, higher)}
+            if probe_name == "inversion":
+                per = {k: [v if inv else None for v, inv in zip(vals, has_inv)] for k, vals in per.items()}
+            for kind, vals in per.items():
+                result.setdefault(kind, {})[probe_name] = vals
+        for k, line in enumerate(lines):
+            line["evaluators"][name]["attacks"] = {
+                kind: {"output": r["output"][k], "inversion": r["inversion"][k]} for kind, r in result.items()}
+        out[name] = result
+    return out
 
 
 def _expression_line(po: torch.Tensor, pa: torch.Tensor, names) -> dict:
@@ -366,92 +362,6 @@ def _expression_line(po: torch.Tensor, pa: torch.Tensor, names) -> dict:
             "tv_distance": float(0.5 * (po - pa).abs().sum()) if judged else None,
             "prob_original": [round(float(v), 5) for v in po] if ok_o else None,
             "prob_anonymised": [round(float(v), 5) for v in pa] if ok_a else None}
-
-
-def _expression_summary(metric: ExpressionAgreement | None, expression, skipped: str | None) -> dict | None:
-    if metric is None:
-        return {"skipped": skipped} if skipped else None
-    e = metric.compute()
-    return {"agreement": e["agreement"].item(), "tv_distance": e["tv_distance"].item(), "same": int(e["same"]),
-            "count": int(e["count"]), "missing": int(e["missing"]), "classes": list(expression.names),
-            "classifier": getattr(expression, "description", type(expression).__name__),
-            "confusion": e["confusion"].tolist()}
-
-
-def _before_scores(evaluator, batch, t_o: torch.Tensor, dim: int) -> torch.Tensor | None:
-    befores = [b[3] for b in batch]
-    if all(b is None for b in befores):
-        return None
-    present = [i for i, b in enumerate(befores) if b is not None]
-    emb = evaluator.embed([befores[i] for i in present])
-    full: list = [None] * len(befores)
-    for i, e in zip(present, emb):
-        full[i] = e
-    return pair_scores(t_o, stack_embeddings(full, dim), evaluator.higher_is_same)
-
-
-def _summarise(run_dir, records, lines, unreadable, evaluators, limits, metrics: _Metrics, names, fid,
-               calibration) -> dict:
-    evaluated = [line for line in lines if "error" not in line]
-    per_evaluator = {}
-    for name, evaluator in evaluators.items():
-        result = {k: v.item() for k, v in metrics.reid[name].compute().items()}
-        scores = [line["evaluators"][name].get("similarity" if evaluator.higher_is_same else "distance")
-                  for line in evaluated]
-        scores = [s for s in scores if s is not None]
-        per_evaluator[name] = {
-            "score": "cosine similarity" if evaluator.higher_is_same else "euclidean distance",
-            "same_person_if": ">= threshold" if evaluator.higher_is_same else "<= threshold",
-            "threshold": limits[name].value, "threshold_source": limits[name].source,
-            "calibration_eer": limits[name].eer,
-            "reidentification_rate": result["rate"], "reidentified": int(result["reidentified"]),
-            "evaluable": int(result["evaluable"]), "no_face_anonymised": int(result["no_face_anonymised"]),
-            "no_face_original": int(result["no_face_original"]),
-            "mean_after": float(np.mean(scores)) if scores else None,
-            "mean_before": float(np.mean(metrics.before[name])) if metrics.before.get(name) else None,
-            "before_pairs": len(metrics.before.get(name, [])),
-        }
-        if name in metrics.rank1:
-            r1 = {k: v.item() for k, v in metrics.rank1[name].compute().items()}
-            per_evaluator[name]["rank1"] = {"rate": r1["rate"], "correct": int(r1["correct"]),
-                                            "queries": int(r1["queries"]), "no_face": int(r1["no_face"])}
-
-    def mean_of(key):
-        values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
-        return float(np.mean(values)) if values else None
-
-    report = {
-        "run_dir": str(run_dir), "images": len(records), "evaluated": len(evaluated), "unreadable": unreadable,
-        "evaluators": per_evaluator,
-        "passed": sum(1 for line in evaluated if line["pass"]),
-        "pass_rate": (sum(1 for line in evaluated if line["pass"]) / len(evaluated)) if evaluated else None,
-        "failed_ids": sorted(line["id"] for line in evaluated if not line["pass"]),
-        "not_evaluable_ids": sorted(line["id"] for line in evaluated if not line["evaluable"]),
-        "calibration": calibration.description if calibration is not None else None,
-        "manifest": {"identity_similarity_before": mean_of("identity_similarity_before"),
-                     "identity_similarity_after": mean_of("identity_similarity_after"),
-                     "loss_attribute": _mean_loss(records, "attribute")},
-        "detection": None, "pose": None, "attributes": None, "expression": None, "fid": None,
-    }
-    if metrics.detection is not None and evaluated:
-        d = metrics.detection.compute()
-        report["detection"] = {"rate": d["rate"].item(), "detected": int(d["detected"]), "total": int(d["total"])}
-    if metrics.pose is not None and evaluated:
-        p = metrics.pose.compute()
-        report["pose"] = {k: (v.item() if v.ndim == 0 else v.tolist()) for k, v in p.items()}
-        report["pose"]["estimator"] = "5-landmark weak-perspective fit (anon.metrics.attributes.pose_from_landmarks)"
-    if metrics.attributes is not None:
-        a = metrics.attributes.compute()
-        report["attributes"] = {"mean": a["mean"].item(), "count": int(a["count"]),
-                                "per_attribute": dict(zip(names, a["per_attribute"].tolist()))}
-    if fid is not None and len(evaluated) >= 2:
-        report["fid"] = float(fid.compute())
-    return report
-
-
-def _mean_loss(records, key) -> float | None:
-    values = [r["loss"][key] for r in records if isinstance(r.get("loss"), dict) and key in r["loss"]]
-    return float(np.mean(values)) if values else None
 
 
 def _num(value) -> float | None:
@@ -472,39 +382,7 @@ def _clean(value):
     return value
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------------------------------- Hydra entry
-def lfw_calibration(images: str | Path, pairs: str | Path, limit: int | None = None,
-                    cache: str | Path | None = None) -> Calibration:
-    """LFW verification pairs as a :class:`Calibration` (``limit``: the first ``limit / 2`` matched and
-    mismatched pairs, in file order)."""
-    from anon.data.images import list_images
-    from anon.data.lfw import read_pairs
-
-    if not Path(pairs).is_file():
-        raise MissingDataError(pairs, "LFW pair list", "set `calibration.pairs` to pairs.txt / pairsDevTest.txt")
-    if not Path(images).is_dir():
-        raise MissingDataError(images, "LFW image folder", "set `calibration.images`")
-    found = list_images(images)
-    pair_list = read_pairs(pairs)
-    if limit:
-        same = [p for p in pair_list if p.same][: limit // 2]
-        different = [p for p in pair_list if not p.same][: limit - limit // 2]
-        pair_list = same + different
-    missing = [i for p in pair_list for i in (p.id_a, p.id_b) if i not in found]
-    if missing:
-        raise MissingDataError(Path(images) / missing[0], f"LFW image ({len(missing)} referenced by {pairs} missing)",
-                               "use the LFW folder the pair list was made for")
-    return Calibration([(found[p.id_a], found[p.id_b], p.same) for p in pair_list],
-                       f"LFW {Path(pairs).name} ({len(pair_list)} pairs)", Path(cache) if cache else None)
-
-
 def folder_identity(image_id: str) -> str:
     """The identity of an id laid out as ``Person/file`` (LFW): its first path component."""
     return image_id.split("/")[0]
@@ -577,25 +455,57 @@ def evaluate(cfg) -> dict:
     cal = cfg.get("calibration") or {}
     calibration = (lfw_calibration(cal["images"], cal["pairs"], cal.get("limit"), cal.get("cache"))
                    if cal.get("images") and cal.get("pairs") else None)
-    if cfg.get("identity_labels") not in ("folder", None):
-        raise ConfigError(f"identity_labels={cfg.identity_labels!r}: use null or folder (LFW's Name/Name_0001 ids)")
-    identities = folder_identity if cfg.get("identity_labels") == "folder" else None
     attributes = instantiate(cfg.attributes) if cfg.get("attributes") else None
     pose = cfg.get("pose")
     pose = instantiate(pose) if pose is not None and not isinstance(pose, str) else pose
     fid = build_fid(cfg.fid.checkpoint) if cfg.get("fid") and cfg.fid.get("enabled") else None
     thresholds = {k: v for k, v in (cfg.get("thresholds") or {}).items()}
     expression, expression_skipped = build_expression(cfg, detector)
+    inversion_dir, inversion_source = resolve_inversions(cfg)
+    v = cfg.get("verdict") or {}
+    verdict = VerdictThresholds(**{k: v[k] for k in ("max_yaw_deg", "max_pitch_deg", "same_expression",
+                                                     "min_attribute_agreement") if k in v},
+                                source=v.get("source") or "conf/evaluate.yaml `verdict`")
     report = run_evaluate(cfg.run_dir, evaluators, detector=detector, thresholds=thresholds, attributes=attributes,
-                          pose=pose, identities=identities, before_dir=cfg.get("before_dir"), calibration=calibration,
-                          calibration_keys=keys, fid=fid, batch_size=cfg.batch_size, plots=cfg.get("plots", True),
-                          expression=expression, expression_skipped=expression_skipped)
+                          pose=pose, identities=cfg.get("identity_labels", "auto"), inversion_dir=inversion_dir,
+                          inversion_source=inversion_source, calibration=calibration, calibration_keys=keys, fid=fid,
+                          batch_size=cfg.batch_size, plots=cfg.get("plots", True), expression=expression,
+                          expression_skipped=expression_skipped, verdict=verdict)
+    if report["inversion"]["warning"]:
+        print(f"[anon] WARNING: {report['inversion']['warning']}", flush=True)
     for name, ev in report["evaluators"].items():
-        rate = "n/a" if ev["reidentification_rate"] is None else f"{100 * ev['reidentification_rate']:.1f} %"
-        print(f"[anon] {name}: re-identified {ev['reidentified']} of {ev['evaluable']} ({rate}) at threshold "
-              f"{ev['threshold']:.4f} [{ev['threshold_source']}]", flush=True)
-    print(f"[anon] {report['passed']}/{report['evaluated']} passed; report in {Path(cfg.run_dir) / REPORT_MD}", flush=True)
+        for kind, attack in ev["attacks"].items():
+            out, inv = attack["output"], attack["inversion"]
+            text = f"output {_pct(out['rate'])} ({out['matched']} of {out['evaluable']})"
+            if inv is not None:
+                text += f", inversion {_pct(inv['rate'])} ({inv['matched']} of {inv['evaluable']})"
+            print(f"[anon] {name} {kind}: {text}", flush=True)
+    vd = report["verdict"]
+    print(f"[anon] privacy {vd['privacy']}/{vd['evaluated']}, utility {vd['utility']}/{vd['evaluated']}, "
+          f"passed {vd['passed']}/{vd['evaluated']}; report in {Path(cfg.run_dir) / REPORT_MD}", flush=True)
     return report
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def resolve_inversions(cfg) -> tuple[Path | None, str | None]:
+    """``inversion_dir``: ``auto`` renders the run's inversion codes (:mod:`anon.stages.inversion_images`),
+    a path uses ``<id>.png`` images there, null scores no inversion."""
+    from anon.stages.common import pick_device
+    from anon.stages.inversion_images import render_inversions
+
+    setting = cfg.get("inversion_dir", "auto")
+    if setting is None:
+        return None, None
+    if setting != "auto":
+        return Path(setting), f"images in {setting}"
+    folder, description = render_inversions(cfg.run_dir, [r["id"] for r in done_records(cfg.run_dir)],
+                                            batch_size=cfg.batch_size, device=pick_device(cfg.device))
+    if folder is None:
+        print(f"[anon] inversion not scored: {description}", flush=True)
+    return folder, description
 
 
 def _hydra_main():

@@ -1,33 +1,100 @@
+"""`make tables` on runs evaluated by the real evaluate stage (not hand-made reports): every column filled,
+and a report whose fields do not follow the schema is an error, never a blank column."""
 import csv
 import json
 import sys
 from pathlib import Path
 
+import pytest
+
+from anon.report_schema import ReportSchemaError
+from anon.stages.evaluate import folder_identity, run_evaluate
+from tests.stages.test_evaluate import (LENIENT, FakeCosine, FakeDistance, fake_classifier, fake_detector,
+                                        make_run)
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 import tables  # noqa: E402
 
 
-def fake_run(root: Path, name: str, table: str, cell: str, reid: float, detected: int, total: int):
-    run = root / name
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"table: {table}\ncell: '{cell}'\nloss: {{margin: 0.0}}\n")
-    (run / "report.json").write_text(json.dumps({
-        "evaluated": total, "evaluators": {"facenet": {"reidentification_rate": reid}},
-        "detection": {"rate": detected / total, "detected": detected, "total": total}, "pose": None,
-        "attributes": None, "fid": None}))
+class FakeExpression:
+    """Two classes; original k and its output agree except for k = 2 (argmax flips)."""
+
+    names = ("neutral", "happy")
+    description = "fake expression"
+
+    def __call__(self, images):
+        import torch
+
+        rows = []
+        for im in images:
+            v = int(im[0, 0, 0]) % 100
+            rows.append([0.2, 0.8] if (v == 2 and int(im[0, 0, 0]) >= 100) else [0.7, 0.3])
+        return torch.tensor(rows, dtype=torch.float64)
 
 
-def test_rows_per_cell_with_hand_computed_percentages(tmp_path):
-    fake_run(tmp_path, "a", "celebahq_margin", "m = 0.5", reid=1 / 8, detected=7, total=8)
-    fake_run(tmp_path, "b", "celebahq_margin", "m = 0.0", reid=0.0, detected=8, total=8)
-    fake_run(tmp_path, "c", "lfw_main", "ours", reid=0.25, detected=3, total=4)
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "report.json").write_text("{}")  # no config: not in a table
+class FakeFid:
+    def update(self, images, real):
+        pass
+
+    def compute(self):
+        return 12.5
+
+
+def evaluated_run(root: Path, table: str, cell: str, cos_threshold: float) -> Path:
+    run = make_run(root)
+    with open(run / "config.yaml", "a") as fh:
+        fh.write(f"table: {table}\ncell: '{cell}'\n")
+    run_evaluate(run, {"cos": FakeCosine(), "dist": FakeDistance()}, detector=fake_detector,
+                 thresholds={"cos": cos_threshold}, attributes=fake_classifier, identities=folder_identity,
+                 inversion_dir=root / "inversions", expression=FakeExpression(), fid=FakeFid(), plots=False,
+                 verdict=LENIENT)
+    return run
+
+
+def test_two_evaluated_runs_fill_every_column(tmp_path):
+    evaluated_run(tmp_path / "a", "lite", "m = 0.0", 0.5)
+    evaluated_run(tmp_path / "b", "lite", "m = 0.5", 0.95)
     written = tables.write(tables.collect([tmp_path]), tmp_path / "out")
-    assert sorted(p.name for p in written) == ["celebahq_margin.csv", "celebahq_margin.md", "lfw_main.csv",
-                                               "lfw_main.md"]
-    rows = list(csv.DictReader(open(tmp_path / "out" / "celebahq_margin.csv")))
+    assert sorted(p.name for p in written) == ["lite.csv", "lite.md"]
+    rows = list(csv.DictReader(open(tmp_path / "out" / "lite.csv")))
     assert [r["cell"] for r in rows] == ["m = 0.0", "m = 0.5"]
-    assert rows[1]["re-ID % (facenet)"] == "12.5" and rows[1]["detection %"] == "87.5"
-    assert "pose error (deg)" not in rows[0], "metrics no run measured are left out"
-    assert "| m = 0.5 | a | 8 | 12.5 | 87.5 |" in (tmp_path / "out" / "celebahq_margin.md").read_text()
+    assert len(rows[0]) == 3 + 2 * 3 * 3 + 10  # cell run images, 2 evaluators x 3 attacks x 3, 10 metrics
+    for row in rows:
+        assert all(v not in ("", None) for v in row.values()), [k for k, v in row.items() if v in ("", None)]
+    a = rows[0]
+    # hand numbers of tests/stages/test_evaluate.py (threshold 0.5)
+    assert a["re-ID % own_original output (cos)"] == "50.0" and a["re-ID % own_original inversion (cos)"] == "100.0"
+    assert a["gain % own_original (cos)"] == "50.0" and a["re-ID % other_photo output (cos)"] == "66.67"
+    assert a["re-ID % closed_set output (cos)"] == "25.0" and a["detection %"] == "80.0"
+    assert a["|Δyaw| (deg)"] == "10.0" and a["attribute agreement %"] == "70.0"
+    assert a["expression agreement %"] == "80.0" and a["FID"] == "12.5"
+    # privacy b, d; utility a, d, e (b's expression flips, c has no pose); passed d
+    assert (a["privacy %"], a["utility %"], a["passed %"]) == ("40.0", "60.0", "20.0")
+    assert rows[1]["re-ID % own_original output (cos)"] == "0.0"  # threshold 0.95: a (0.9) no longer matches
+    assert "not measured" not in (tmp_path / "out" / "lite.md").read_text()
+
+
+def test_a_renamed_or_missing_report_field_is_an_error(tmp_path):
+    run = evaluated_run(tmp_path / "a", "lite", "m = 0.0", 0.5)
+    report = json.loads((run / "report.json").read_text())
+    report["attributes"]["mean_agreement"] = report["attributes"].pop("mean")
+    (run / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ReportSchemaError, match="mean_agreement"):
+        tables.collect([tmp_path])
+    del report["attributes"]["mean_agreement"]
+    (run / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ReportSchemaError, match="'mean' of Attributes missing"):
+        tables.collect([tmp_path])
+    report["schema_version"] = 1
+    (run / "report.json").write_text(json.dumps(report))
+    with pytest.raises(ReportSchemaError, match="schema_version 1"):
+        tables.collect([tmp_path])
+
+
+def test_a_metric_no_run_measured_is_named_not_blank(tmp_path):
+    run = make_run(tmp_path)
+    with open(run / "config.yaml", "a") as fh:
+        fh.write("table: t\ncell: c\n")
+    run_evaluate(run, {"dist": FakeDistance()}, plots=False, pose=None)
+    md = tables.markdown("t", tables.collect([tmp_path])["t"])
+    assert "Not measured in any run: " in md and "FID" in md.split("Not measured in any run: ")[1]

@@ -130,8 +130,8 @@ def test_run_evaluate_reports_expression_rows(tmp_path):
     assert "expression" in json.loads((run / "report.json").read_text())
 
 
-def test_missing_package_skips_expression_and_says_why():
-    from anon.stages.evaluate import build_expression
+def test_missing_package_skips_expression_and_says_why(tmp_path):
+    from anon.stages.evaluate import build_expression, run_evaluate
 
     cfg = OmegaConf.create({"expression": {"_target_": "anon.nets.mini_xception.ExpressionClassifier",
                                            "checkpoint": "pkg://no_such_package_xyz/emotion_model.hdf5"},
@@ -140,8 +140,8 @@ def test_missing_package_skips_expression_and_says_why():
     assert scorer is None and "no_such_package_xyz" in why and "make install-lite" in why
     from anon.report import markdown
     assert build_expression(OmegaConf.create({"expression": None})) == (None, None)
-    page = markdown({"run_dir": "r", "images": 0, "evaluated": 0, "unreadable": [], "passed": 0, "pass_rate": None,
-                     "evaluators": {}, "failed_ids": [], "expression": {"skipped": why}})
+    run = _run(tmp_path, [(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))])
+    page = markdown(run_evaluate(run, {"c": ConstantEvaluator()}, pose=None, plots=False, expression_skipped=why))
     assert "## Expression" in page and "Not measured: " in page
 
 
