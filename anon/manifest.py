@@ -40,6 +40,12 @@ def done_ids(run_dir: str | Path) -> set[str]:
     return {r["id"] for r in read_records(run_dir)} if Path(run_dir).is_dir() else set()
 
 
+def finished_ids(run_dir: str | Path) -> set[str]:
+    """Ids whose latest record is ``done``: what a run with ``retry_failed=true`` skips (failed ones
+    are tried again; their new record is appended, so the shards keep the history and the latest wins)."""
+    return {i for i, r in latest_by_id(run_dir).items() if r.get("status") == "done"} if Path(run_dir).is_dir() else set()
+
+
 class ManifestWriter:
     """Appends records for one rank (to ``<prefix>.rank<r>.jsonl``; stages keep their own prefixes)."""
 

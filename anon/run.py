@@ -80,7 +80,7 @@ def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
     data = instantiate(cfg.dataset, **({"images": str(images)} if images is not None else {}))
     module = build_module(cfg)
     module.run_dir = run_dir
-    data.attach(run_dir, getattr(module.generator, "num_ws", None))
+    data.attach(run_dir, getattr(module.generator, "num_ws", None), retry_failed=bool(cfg.get("retry_failed", False)))
     if module.loss.target == "unaligned":  # the source images, before any alignment or resizing
         data.use_targets(cfg.dataset.images)
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else None

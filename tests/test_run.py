@@ -143,3 +143,30 @@ def test_compiled_run_through_the_trainer_matches_the_eager_run(tiny_cfg, tmp_pa
     for record in eager:
         assert compiled[record["id"]]["identity_similarity_after"] == pytest.approx(
             record["identity_similarity_after"], abs=1e-3)
+
+
+def test_retry_failed_reruns_exactly_the_failed_ids_and_keeps_the_history(tiny_cfg, tiny_world, tmp_path):
+    import shutil
+
+    from anon.manifest import read_records
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    first = sorted((world / "images").rglob("*.png"))[0]
+    rel = first.relative_to(world / "images").with_suffix(".pt")
+    for folder in ("inversions", "neighbours"):
+        shutil.copyfile(world / folder / rel, world / folder / "broken.pt")
+    (world / "images" / "broken.png").write_bytes(b"this is not an image")
+    overrides = (f"dataset.images={world / 'images'}", f"dataset.inversions={world / 'inversions'}",
+                 f"dataset.neighbours={world / 'neighbours'}", "dataset.limit=3")
+    run_dir = Path(anonymize(tiny_cfg(*overrides))["run_dir"])
+    shutil.copyfile(first, world / "images" / "broken.png")  # the file is repaired
+    anonymize(tiny_cfg(*overrides))  # a plain resume skips every recorded id, failed ones too
+    assert [r["status"] for r in read_records(run_dir) if r["id"] == "broken"] == ["failed"]
+    before = [r["id"] for r in read_records(run_dir)]
+    summary = anonymize(tiny_cfg(*overrides, "retry_failed=true"))
+    history = read_records(run_dir)
+    assert [r["id"] for r in history[len(before):]] == ["broken"], "only the failed id ran again"
+    assert [r["status"] for r in history if r["id"] == "broken"] == ["failed", "done"]
+    assert {r["id"]: r for r in manifest(run_dir)}["broken"]["status"] == "done"
+    assert summary["images_failed"] == 0

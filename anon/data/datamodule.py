@@ -10,7 +10,7 @@ from anon.data.codes import CodeFolder
 from anon.data.dataset import AnonymizationItems, collate_items
 from anon.data.images import list_images
 from anon.errors import MissingDataError
-from anon.manifest import done_ids
+from anon.manifest import done_ids, finished_ids
 
 
 def shard(ids: list[str], rank: int, world_size: int) -> list[str]:
@@ -40,6 +40,7 @@ class FolderDataModule(pl.LightningDataModule):
         self.pairs, self.name, self.image_size = pairs, name, image_size
         self.batch_size, self.num_workers, self.limit = batch_size, num_workers, limit
         self.run_dir: Path | None = None
+        self.retry_failed = False
         self.num_ws: int | None = None
         self.items: AnonymizationItems | None = None
         self.total = self.skipped = 0
@@ -50,9 +51,10 @@ class FolderDataModule(pl.LightningDataModule):
         originals, as the official code does) instead of the anonymised inputs; ``None``: the inputs."""
         self.targets_root = Path(root) if root is not None else None
 
-    def attach(self, run_dir: str | Path, num_ws: int | None) -> None:
-        """Tell the data where the run's manifest lives (for resume) and the generator's W+ row count."""
-        self.run_dir, self.num_ws = Path(run_dir), num_ws
+    def attach(self, run_dir: str | Path, num_ws: int | None, retry_failed: bool = False) -> None:
+        """Tell the data where the run's manifest lives (for resume), the generator's W+ row count, and
+        whether ids whose latest record is ``failed`` are tried again (else every recorded id is skipped)."""
+        self.run_dir, self.num_ws, self.retry_failed = Path(run_dir), num_ws, bool(retry_failed)
 
     def select(self, ids: list[str]) -> list[str]:
         """Subclasses narrow the folder to a split (CelebA-HQ test set, LFW pairs...)."""
@@ -70,7 +72,8 @@ class FolderDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         images = self.image_paths()
         ids = list(images)
-        done = done_ids(self.run_dir) if self.run_dir is not None else set()
+        skip = finished_ids if self.retry_failed else done_ids
+        done = skip(self.run_dir) if self.run_dir is not None else set()
         pending = [i for i in ids if i not in done]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         self.total, self.skipped = len(ids), len(ids) - len(pending)
