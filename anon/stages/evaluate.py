@@ -467,7 +467,7 @@ def evaluate(cfg) -> dict:
                                                      "min_attribute_agreement") if k in v},
                                 source=v.get("source") or "conf/evaluate.yaml `verdict`")
     report = run_evaluate(cfg.run_dir, evaluators, detector=detector, thresholds=thresholds, attributes=attributes,
-                          pose=pose, identities=cfg.get("identity_labels", "auto"), inversion_dir=inversion_dir,
+                          pose=pose, identities=run_identities(cfg), inversion_dir=inversion_dir,
                           inversion_source=inversion_source, calibration=calibration, calibration_keys=keys, fid=fid,
                           batch_size=cfg.batch_size, plots=cfg.get("plots", True), expression=expression,
                           expression_skipped=expression_skipped, verdict=verdict)
@@ -488,6 +488,33 @@ def evaluate(cfg) -> dict:
 
 def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def run_identities(cfg):
+    """``identity_labels: auto`` on a run whose dataset knows who is who (CelebA-HQ with
+    ``dataset.identities``): its ``identity(id)``; otherwise the setting as is (:func:`identity_labels`)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    setting = cfg.get("identity_labels", "auto")
+    config = Path(cfg.run_dir) / "config.yaml"
+    if setting != "auto" or not config.is_file():
+        return setting
+    dataset = OmegaConf.select(OmegaConf.load(config), "dataset")
+    if dataset is None or not dataset.get("identities"):
+        return setting
+    data = instantiate(dataset)
+    if not callable(getattr(data, "identity", None)):
+        return setting
+
+    def person(image_id: str):
+        try:
+            return data.identity(image_id)
+        except (KeyError, ValueError):
+            return f"unknown:{image_id}"  # not in the identity file: its own person
+
+    person.description = f"dataset identities ({dataset.identities})"
+    return person
 
 
 def resolve_inversions(cfg) -> tuple[Path | None, str | None]:
