@@ -1,7 +1,6 @@
 """The evaluation's summary: the per-image lines and accumulated metrics -> one :class:`anon.report_schema.Report`."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
