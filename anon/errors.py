@@ -28,3 +28,7 @@ class MissingDataError(AnonError, FileNotFoundError):
 
 class ConfigError(AnonError, ValueError):
     """A config value that cannot work (e.g. a layer range outside the generator's W+)."""
+
+
+class CheckpointMismatchError(AnonError, ValueError):
+    """A checkpoint file that does not hold the weights of the network the config builds."""

@@ -2,7 +2,10 @@
 
 Each rank appends to its own ``manifest.rank<r>.jsonl`` (no two processes write one file, also on
 network file systems) and fsyncs every line, so an interrupted run loses at most the batch in
-flight. Resume reads every shard; ``merge`` writes the single sorted ``manifest.jsonl``.
+flight. A line cut short by a crash is cut off before the next append (:func:`append_jsonl`), so the
+next record is never glued onto it. The shards are the truth: resume and ``anon evaluate`` read them
+(:func:`current_records`); ``merge`` writes the single sorted ``manifest.jsonl`` from them, and
+:func:`merged_is_stale` says when that copy no longer matches (a run killed before its merge).
 """
 from __future__ import annotations
 
@@ -17,17 +20,24 @@ def shard_path(run_dir: str | Path, rank: int, prefix: str = "manifest") -> Path
     return Path(run_dir) / f"{prefix}.rank{rank}.jsonl"
 
 
+def shard_paths(run_dir: str | Path, prefix: str = "manifest") -> list[Path]:
+    return sorted(Path(run_dir).glob(f"{prefix}.rank*.jsonl"))
+
+
+def _parse_lines(text: str) -> list[dict]:
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
 def read_records(run_dir: str | Path, prefix: str = "manifest") -> list[dict]:
     """Every record of every rank shard ``<prefix>.rank*.jsonl`` (a torn last line from a killed
     process is ignored)."""
-    records = []
-    for path in sorted(Path(run_dir).glob(f"{prefix}.rank*.jsonl")):
-        for line in path.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
+    return [r for path in shard_paths(run_dir, prefix) for r in _parse_lines(path.read_text())]
 
 
 def latest_by_id(run_dir: str | Path, prefix: str = "manifest") -> dict[str, dict]:
@@ -46,6 +56,56 @@ def finished_ids(run_dir: str | Path) -> set[str]:
     return {i for i, r in latest_by_id(run_dir).items() if r.get("status") == "done"} if Path(run_dir).is_dir() else set()
 
 
+def current_records(run_dir: str | Path) -> list[dict]:
+    """The run's records as the shards say (the merged file may be stale or missing); a folder that
+    has only ``manifest.jsonl`` (shards deleted or never copied) is read from it."""
+    run_dir = Path(run_dir)
+    if shard_paths(run_dir):
+        return read_records(run_dir)
+    merged = run_dir / MERGED
+    return _parse_lines(merged.read_text()) if merged.is_file() else []
+
+
+def repair_torn_tail(fh) -> None:
+    """Cut an unfinished last line (a crash mid-write) off a file opened ``r+b``/``a+b``: the next
+    line then starts on a line of its own. The cut line was never a whole record, so nothing recorded
+    is lost (its item is redone)."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    if size == 0:
+        return
+    fh.seek(size - 1)
+    if fh.read(1) == b"\n":
+        return
+    keep = 0
+    block = 1 << 16
+    end = size
+    while end > 0:  # find the last newline, reading backwards
+        start = max(0, end - block)
+        fh.seek(start)
+        chunk = fh.read(end - start)
+        at = chunk.rfind(b"\n")
+        if at >= 0:
+            keep = start + at + 1
+            break
+        end = start
+    fh.truncate(keep)
+    fh.seek(keep)
+
+
+def append_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Append one JSON line per record and fsync (after cutting off a torn last line)."""
+    if not records:
+        return
+    data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
+    with open(path, "a+b") as fh:
+        repair_torn_tail(fh)
+        fh.seek(0, os.SEEK_END)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class ManifestWriter:
     """Appends records for one rank (to ``<prefix>.rank<r>.jsonl``; stages keep their own prefixes)."""
 
@@ -54,20 +114,43 @@ class ManifestWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, records: list[dict]) -> None:
-        if not records:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, sort_keys=True) + "\n")
+        append_jsonl(self.path, records)
+
+
+def merged_text(run_dir: str | Path) -> str:
+    """What ``manifest.jsonl`` must hold: one record per id (the last one wins), sorted by id."""
+    by_id = {r["id"]: r for r in read_records(run_dir)}
+    return "".join(json.dumps(by_id[k], sort_keys=True) + "\n" for k in sorted(by_id))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file of this process (never half a file, never
+    another process's temporary file); the temporary file is removed if the write fails (full disk)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def merge(run_dir: str | Path) -> Path:
     """Write ``manifest.jsonl``: one record per id (the last one wins), sorted by id."""
-    by_id = {r["id"]: r for r in read_records(run_dir)}
     out = Path(run_dir) / MERGED
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(by_id[k], sort_keys=True) + "\n" for k in sorted(by_id)))
-    os.replace(tmp, out)
+    write_atomic(out, merged_text(run_dir))
     return out
+
+
+def merged_is_stale(run_dir: str | Path) -> bool:
+    """True when rank shards exist and ``manifest.jsonl`` or ``summary.json`` is missing, or the merged
+    file differs from what the shards say (a run that stopped between its last record and its merge)."""
+    run_dir = Path(run_dir)
+    if not shard_paths(run_dir):
+        return False
+    merged = run_dir / MERGED
+    if not merged.is_file() or not (run_dir / "summary.json").is_file():
+        return True
+    return merged.read_text() != merged_text(run_dir)

@@ -21,7 +21,7 @@ from anon.latent import LatentLayout
 from anon.losses import FalcoLoss
 from anon.manifest import ManifestWriter
 from anon.outputs import check_format, code_path, image_path, save_code, save_output, save_png
-from anon.preemption import StopFlag
+from anon.preemption import StopFlag, launcher_forward
 from anon.schedule import fractional_multistep
 from anon.summary import write_run_summary
 from anon.visuals import comparison_grid
@@ -194,8 +194,9 @@ class FalcoModule(pl.LightningModule):
             raise RuntimeError("FalcoModule.run_dir must be set before trainer.predict")
         self._manifest = ManifestWriter(self.run_dir, self.global_rank)
         # Replaces Lightning's SIGTERM handler for the duration of predict (it broadcasts inside
-        # the handler, which can hang ranks that are not in a collective).
-        self._stop = StopFlag().install()
+        # the handler, which can hang ranks that are not in a collective). A rank that launched the
+        # others (Lightning's subprocess launcher runs rank 0 in the launching process) passes it on.
+        self._stop = StopFlag(forward=launcher_forward(self.trainer)).install()
 
     def predict_step(self, batch: dict, batch_idx: int) -> None:
         self._stop.check()

@@ -44,6 +44,8 @@ from PIL import Image, ImageOps
 
 from anon.data.images import is_image_entry
 from anon.errors import MissingDataError
+from anon.folder_lock import FolderLock
+from anon.manifest import append_jsonl
 from anon.photos import Anonymizer, PhotoResult, merge_image, split_image
 from anon.run import CONFIG_DIR, one_line_errors
 
@@ -203,7 +205,7 @@ def write_photo(photo: Photo, result: PhotoResult, path: Path, jpeg_quality: int
                 keep_icc: bool = True) -> dict[str, Any]:
     """Write ``result`` for ``photo`` to ``path`` (atomically); returns the manifest's file facts."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique per process
     jpeg = photo.format in JPEG_FORMATS
     unchanged = not result.changed
     facts: dict[str, Any] = {"format": "JPEG" if jpeg else "PNG", "pixels_unchanged": unchanged}
@@ -290,10 +292,7 @@ def recorded_outputs(output: Path) -> dict[str, str]:
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, sort_keys=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_jsonl(path, [record])  # fsynced; a line torn by a crash is cut off first
 
 
 def anonymize_folder(anonymizer: Anonymizer, input: str | Path, output: str | Path, jpeg_quality: int = 95,
@@ -363,11 +362,12 @@ def run_photos(cfg: DictConfig) -> dict:
             "attribute", "inverter", "latent", "loss", "optim", "scheduler", "module", "fakes", "align"]
     resolved = {k: OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
                 for k in keys if k in cfg}
-    (output / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-    anonymizer = Anonymizer.from_config(cfg)
-    f = cfg.files
-    counts = anonymize_folder(anonymizer, cfg.input, output, f.jpeg_quality, f.strip_metadata, f.keep_icc,
-                              f.overwrite)
+    with FolderLock(output, "output folder"):  # a second `anon photos` on this folder is refused
+        (output / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        anonymizer = Anonymizer.from_config(cfg)
+        f = cfg.files
+        counts = anonymize_folder(anonymizer, cfg.input, output, f.jpeg_quality, f.strip_metadata, f.keep_icc,
+                                  f.overwrite)
     wall = time.perf_counter() - started
     print(f"[anon] photos: {counts['done']} with faces ({counts['faces_anonymised']} of {counts['faces']} faces "
           f"anonymised), {counts['no_face']} without, {counts['failed']} failed, {counts['skipped']} already done; "

@@ -3,12 +3,16 @@
 The handler only records the signal. The fit loop checks it between batches: the batch in
 flight is finished and its manifest lines are fsynced, then :class:`Preempted` is raised and the
 run exits; starting the same command again (or the requeued SLURM job) resumes from the manifest.
+
+SLURM and users signal the process they started; under DDP that process may only be the launcher of
+the ranks, so a flag given ``forward`` passes each stop signal on to them.
 """
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+from typing import Callable
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -20,15 +24,26 @@ class Preempted(Exception):
 
 
 class StopFlag:
-    """Records the first stop signal; ``check()`` raises :class:`Preempted` once one arrived."""
+    """Records the first stop signal; ``check()`` raises :class:`Preempted` once one arrived.
 
-    def __init__(self):
+    Args:
+        forward: called with each stop signal this process receives (not in processes forked from it),
+            e.g. a DDP launcher's ``kill`` that passes it on to the ranks.
+        watch_interrupt: also note Ctrl-C (SIGINT) in ``interrupted``; it still raises KeyboardInterrupt.
+    """
+
+    def __init__(self, forward: Callable[[int], None] | None = None, watch_interrupt: bool = False):
         self.signum: int | None = None
+        self.interrupted = False
+        self.forward, self.watch_interrupt = forward, watch_interrupt
+        self._owner = os.getpid()
         self._previous: dict[int, object] = {}
 
     def install(self) -> "StopFlag":
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._record)
+        if self.watch_interrupt and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._interrupt)
         return self
 
     def restore(self) -> None:
@@ -39,6 +54,16 @@ class StopFlag:
     def _record(self, signum, _frame) -> None:
         if self.signum is None:
             self.signum = signum
+        if self.forward is not None and os.getpid() == self._owner:
+            try:
+                self.forward(signum)
+            except Exception:  # a rank that already exited: nothing to pass the signal to
+                pass
+
+    def _interrupt(self, signum, frame) -> None:
+        if os.getpid() == self._owner:
+            self.interrupted = True
+        signal.default_int_handler(signum, frame)
 
     def check(self) -> None:
         if self.signum is not None:
@@ -60,3 +85,9 @@ def requeue_slurm_job() -> bool:
 def exit_code(signum: int) -> int:
     """Shell convention for a run ended by a signal: 128 + signal number."""
     return 128 + int(signum)
+
+
+def launcher_forward(trainer) -> Callable[[int], None] | None:
+    """The trainer's rank launcher's ``kill`` (sends a signal to the ranks it started), if it has one."""
+    launcher = getattr(getattr(trainer, "strategy", None), "launcher", None)
+    return getattr(launcher, "kill", None)

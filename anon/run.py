@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import hydra
@@ -17,10 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from anon.baseline_run import is_baseline, run_baseline
-from anon.errors import AnonError
+from anon.errors import AnonError, ConfigError
+from anon.folder_lock import FolderLock
+from anon.manifest import done_ids, write_atomic
 from anon.module import FalcoModule
-from anon.preemption import Preempted, StopFlag, exit_code, requeue_slurm_job
-from anon.summary import write_run_summary
+from anon.preemption import Preempted, StopFlag, exit_code, launcher_forward, requeue_slurm_job
+from anon.summary import SUMMARY, refresh_run_summary, write_run_summary
 from anon.run_id import register_resolvers
 from anon.seeding import built_seeded
 
@@ -67,14 +70,49 @@ def build_module(cfg: DictConfig) -> FalcoModule:
                        output_format=OmegaConf.select(cfg, "output.format", default="png"))
 
 
+def check_run_config(cfg: DictConfig) -> None:
+    """Values no run can work with, as one-line :class:`ConfigError` (before anything is built)."""
+    for key in ("dataset.batch_size", "module.steps"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ConfigError(f"{key} must be a whole number >= 1, not {value!r} (fix `{key}=...`)")
+
+
+def is_launched_rank() -> bool:
+    """True in a process a launcher (Lightning's DDP subprocess launcher, torchrun, srun) started as a
+    rank other than the first: it works inside a run folder another process holds."""
+    return any(int(os.environ.get(var, "0") or 0) != 0 for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
+def run_folder_lock(run_dir: Path):
+    return nullcontext() if is_launched_rank() else FolderLock(run_dir, "run folder")
+
+
 def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
     """Run (or resume) one anonymisation run; returns the run summary (rank 0) and the run folder.
 
-    ``images`` replaces ``dataset.images`` (the pipeline passes its aligned crops)."""
+    ``images`` replaces ``dataset.images`` (the pipeline passes its aligned crops). A second process
+    on the same run folder is refused (:class:`anon.folder_lock.FolderInUseError`)."""
+    check_run_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with run_folder_lock(run_dir):
+        return _anonymize_locked(cfg, run_dir, images)
+
+
+def _stopped(run_dir: Path, why: str, code: int, requeue: bool = False) -> None:
+    """Rank 0 after a stop: merge what the shards hold, say how to resume, exit with ``code``."""
+    summary = write_run_summary(run_dir)
+    requeued = requeue and requeue_slurm_job()
+    print(f"[anon] {why}: {summary['images_done']} images done and recorded in "
+          f"{run_dir / 'manifest.jsonl'}; {'job requeued' if requeued else 'run the same command to resume'}",
+          flush=True)
+    raise SystemExit(code) from None
+
+
+def _anonymize_locked(cfg: DictConfig, run_dir: Path, images: str | Path | None) -> dict:
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     if is_baseline(cfg):  # blur / pixelate / mask: no networks, no Trainer
         return run_baseline(cfg, run_dir, images)
     data = instantiate(cfg.dataset, **({"images": str(images)} if images is not None else {}))
@@ -83,29 +121,38 @@ def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
     data.attach(run_dir, getattr(module.generator, "num_ws", None), retry_failed=bool(cfg.get("retry_failed", False)))
     if module.loss.target == "unaligned":  # the source images, before any alignment or resizing
         data.use_targets(cfg.dataset.images)
+    already = len(done_ids(run_dir))  # every rank's records (the ranks' own counts live in their processes)
     logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else None
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False, default_root_dir=str(run_dir))
-    stop = StopFlag().install()  # the launching process too: it must outlive the ranks finishing their batch
+    # The launching process too: it must outlive the ranks finishing their batch, and pass a signal sent
+    # to it alone (SLURM, `kill PID`) on to the ranks it started.
+    stop = StopFlag(forward=launcher_forward(trainer), watch_interrupt=True).install()
     try:
         trainer.predict(module, datamodule=data, return_predictions=False)
     except BaseException as err:
         signum = err.signum if isinstance(err, Preempted) else stop.signum
-        if signum is None:
-            raise
+        interrupted = stop.interrupted or isinstance(err, KeyboardInterrupt)
+        if trainer.global_rank == 0 and signum is not None:
+            _stopped(run_dir, str(Preempted(signum)), exit_code(signum), requeue=signum == signal.SIGUSR1)
+        if trainer.global_rank == 0 and interrupted:
+            _stopped(run_dir, "interrupted (Ctrl-C)", exit_code(signal.SIGINT))
+        if signum is not None:
+            raise SystemExit(exit_code(signum)) from None
         if trainer.global_rank == 0:
-            summary = write_run_summary(run_dir)
-            requeued = signum == signal.SIGUSR1 and requeue_slurm_job()
-            print(f"[anon] {Preempted(signum)}: {summary['images_done']} images done and recorded in "
-                  f"{run_dir / 'manifest.jsonl'}; {'job requeued' if requeued else 'run the same command to resume'}",
-                  flush=True)
-        raise SystemExit(exit_code(signum)) from None
+            try:  # a crash: still leave a merged manifest that matches the shards
+                refresh_run_summary(run_dir)
+            except Exception:
+                pass
+        raise
     finally:
         stop.restore()
     summary = {}
-    if trainer.global_rank == 0 and (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
+    if trainer.global_rank == 0:
+        refresh_run_summary(run_dir)  # also when nothing was left to do, or a merge was cut short
+    if trainer.global_rank == 0 and (run_dir / SUMMARY).exists():
+        summary = json.loads((run_dir / SUMMARY).read_text())
         print(f"[anon] {summary['images_done']} done, {summary['images_failed']} failed "
-              f"({data.skipped} already in the manifest); identity similarity "
+              f"({already} already in the manifest); identity similarity "
               f"{summary['identity_similarity_before']:.3f} -> {summary['identity_similarity_after']:.3f}; "
               f"outputs in {run_dir}", flush=True)
     return {"run_dir": str(run_dir), **summary}

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from anon.manifest import merge, read_records
+from anon.manifest import merge, merged_is_stale, read_records, write_atomic
+
+SUMMARY = "summary.json"
 
 
 def summarise(records: list[dict]) -> dict:
@@ -35,5 +37,13 @@ def write_run_summary(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     merge(run_dir)
     summary = summarise(read_records(run_dir))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
+
+
+def refresh_run_summary(run_dir: str | Path) -> bool:
+    """Rebuild ``manifest.jsonl`` and ``summary.json`` when they disagree with the shards; True if rebuilt."""
+    if not merged_is_stale(run_dir):
+        return False
+    write_run_summary(run_dir)
+    return True

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import sys
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from anon.download import ChecksumError, DownloadError, extract_members, fetch_url
+from anon.download import ChecksumError, DownloadError, extract_members, fetch_url, sha256_file
 from anon.errors import AnonError, ConfigError, MissingCheckpointError
 
 __all__ = ["Checkpoint", "REGISTRY", "weights_dir", "resolve", "download", "download_main",
@@ -281,9 +282,38 @@ def _fetch_one(entry: Checkpoint, registry: Mapping[str, Checkpoint], cache: Pat
              f"         or: anon download {entry.name} --force --sha256 {actual}")
     else:
         _say(f"{entry.name}: sha256 verified ({expected[:12]}...)", quiet)
+    _record_sums(cache, {e.filename: actual if e.member is None else sha256_file(cache / e.filename) for e in targets})
     for e in targets:
         _say(f"{e.name}: {cache / e.filename}", quiet)
     return targets
+
+
+SUMS = ".sha256.json"  # {filename: sha256} of every file a download wrote (archive members have no
+                       # published sum of their own: this is what `anon download` re-checks them against)
+
+
+def _recorded_sums(cache: Path) -> dict[str, str]:
+    try:
+        return json.loads((cache / SUMS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_sums(cache: Path, sums: dict[str, str]) -> None:
+    path = cache / SUMS
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({**_recorded_sums(cache), **sums}, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def cached_file_intact(entry: Checkpoint, cache: Path, sha256: str | None = None) -> bool | None:
+    """Whether the cached file of ``entry`` still has its sha256: the publisher's (a plain file) or the
+    one recorded when it was downloaded (an archive member); ``None`` when there is none to compare."""
+    expected = _expected_sum(entry, sha256) if entry.member is None else None
+    expected = expected or _recorded_sums(cache).get(entry.filename)
+    if expected is None:
+        return None
+    return sha256_file(cache / entry.filename) == expected.lower()
 
 
 def download(names: Iterable[str], *, registry: Mapping[str, Checkpoint] | None = None,
@@ -306,13 +336,24 @@ def download(names: Iterable[str], *, registry: Mapping[str, Checkpoint] | None 
     failures: list[str] = []
     for entry in entries:
         dest = cache / entry.filename
-        if entry.name in done or (dest.is_file() and not force):
-            if entry.name not in done:
-                _say(f"{entry.name}: already in the cache ({dest}; --force downloads it again)", quiet)
+        again = False
+        if entry.name in done:
             continue
+        if dest.is_file() and not force:
+            intact = cached_file_intact(entry, cache, sha256)
+            if intact is None:
+                _say(f"{entry.name}: already in the cache ({dest}; no sum recorded to check it against; "
+                     f"--force downloads it again)", quiet)
+                continue
+            if intact:
+                _say(f"{entry.name}: already in the cache, sha256 checked ({dest})", quiet)
+                continue
+            print(f"{entry.name}: the cached {dest} does not match its sha256 (changed or corrupt since it was "
+                  f"downloaded); downloading it again", flush=True)
+            again = True
         try:
-            written = _fetch_one(entry, registry, cache, requested=requested, force=force, sha256=sha256,
-                       retries=retries, progress=progress, quiet=quiet)
+            written = _fetch_one(entry, registry, cache, requested=requested, force=force or again,
+                                 sha256=sha256, retries=retries, progress=progress, quiet=quiet)
         except DownloadError as err:
             if len(entries) == 1:
                 raise

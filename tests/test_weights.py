@@ -101,7 +101,8 @@ def _entry(name: str, urls, sha256, filename: str | None = None, member: str | N
 
 
 def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+    """Files in the cache, less the record of their sums (``.sha256.json``)."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != ".sha256.json")
 
 
 def _payload(n: int, seed: int = 0) -> bytes:
@@ -350,6 +351,33 @@ def test_resolve_missing_names_file_and_command(tmp_path, monkeypatch):
 def test_default_cache_dir(monkeypatch):
     monkeypatch.delenv("ANON_WEIGHTS", raising=False)
     assert weights_dir() == Path.home() / ".cache" / "anon" / "weights"
+
+
+def test_tampered_cached_file_is_downloaded_again(server, tmp_path, capsys):
+    data = _payload(5_000, 12)
+    server.files["/t.bin"] = data
+    reg = {"t": _entry("t", [server.url("/t.bin")], _sha(data))}
+    path, = download(["t"], registry=reg, cache_dir=tmp_path, progress=False, quiet=True)
+    path.write_bytes(b"tampered" + data[8:])  # same size, other bytes
+    capsys.readouterr()
+    download(["t"], registry=reg, cache_dir=tmp_path, progress=False)
+    out = capsys.readouterr().out
+    assert "already in the cache" not in out and "does not match its sha256" in out
+    assert path.read_bytes() == data and len(server.requests) == 2
+
+
+def test_tampered_archive_member_is_downloaded_again(server, tmp_path, capsys):
+    a = _payload(3_000, 13)
+    blob = _tar({"bundle/a.pth": a})
+    server.files["/m.tar"] = blob
+    reg = {"a": _entry("a", [server.url("/m.tar")], _sha(blob), filename="bundle/a.pth", member="bundle/a.pth")}
+    path, = download(["a"], registry=reg, cache_dir=tmp_path, progress=False, quiet=True)
+    download(["a"], registry=reg, cache_dir=tmp_path, progress=False)
+    assert "sha256 checked" in capsys.readouterr().out and len(server.requests) == 1
+    path.write_bytes(b"\0" * len(a))
+    download(["a"], registry=reg, cache_dir=tmp_path, progress=False)
+    assert "does not match its sha256" in capsys.readouterr().out
+    assert path.read_bytes() == a and len(server.requests) == 2
 
 
 # ----------------------------------------------------------------------------- command line

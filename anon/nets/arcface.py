@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.nets.checkpoint import read_state_dict
+from anon.nets.checkpoint import load_checked, read_state_dict
 from anon.nets.resize import resize_center_crop
 from anon.nets.irse import Backbone
 
@@ -78,7 +78,7 @@ class ArcFaceIdentity(nn.Module):
             self.backbone = Backbone(input_size=input_size, num_layers=num_layers, mode=mode, drop_ratio=drop_ratio,
                                      stage_units=stage_units, stage_widths=stage_widths, embedding_dim=embedding_dim)
         if state is not None:
-            self.backbone.load_state_dict(state, strict=True, assign=True)
+            load_checked(self.backbone, state, checkpoint, f"the IR-SE{num_layers} identity backbone", assign=True)
             self.backbone.float()
         self.input_size = self.backbone.input_size
         self.embedding_dim = self.backbone.embedding_dim

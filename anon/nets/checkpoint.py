@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from anon.errors import AnonError, MissingCheckpointError
+from anon.errors import AnonError, CheckpointMismatchError, MissingCheckpointError
 
 
 def read_checkpoint(path: str | Path, name: str | None = None, refused_hint: str = "") -> object:
@@ -23,6 +23,30 @@ def read_checkpoint(path: str | Path, name: str | None = None, refused_hint: str
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise AnonError(f"{path} cannot be read with weights_only=True{refused_hint}: {err}") from None
+    except (EOFError, RuntimeError, ValueError, OSError) as err:  # empty, truncated, not a torch file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        fix = f"`anon download {name} --force`" if name else "replace it with a complete copy"
+        raise AnonError(f"{path} is empty, truncated or not a PyTorch checkpoint ({path.stat().st_size} bytes; "
+                        f"{type(err).__name__}{': ' + first[:160] if first else ''}); {fix}") from None
+
+
+def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
+                 **load_kwargs) -> None:
+    """``module.load_state_dict(state, strict=True)``; a checkpoint made for another architecture is one
+    line: the file, how many keys are missing / unexpected / mis-shaped (a few examples), what to do."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or shapes:
+        parts = [f"{len(missing)} of its {len(own)} keys missing (e.g. {', '.join(missing[:2])})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})" if unexpected else "",
+                 f"{len(shapes)} with another shape (e.g. {shapes[0]}: {tuple(state[shapes[0]].shape)} in the "
+                 f"file, {tuple(own[shapes[0]].shape)} expected)" if shapes else ""]
+        raise CheckpointMismatchError(f"{path} does not fit {what}: {'; '.join(p for p in parts if p)}; "
+                        f"point the config at a checkpoint of this architecture or pick the config group "
+                        f"that matches the file")
+    module.load_state_dict(state, strict=True, **load_kwargs)
 
 
 def read_state_dict(path: str | Path, name: str | None = None) -> dict[str, torch.Tensor]:

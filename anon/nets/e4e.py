@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon.errors import AnonError, ConfigError
-from anon.nets.checkpoint import read_checkpoint
+from anon.nets.checkpoint import load_checked, read_checkpoint
 from anon.nets.irse import make_body, make_input_layer, resolve_stages, stage_end_indices
 
 #: Name of the official weights for ``anon download``.
@@ -251,7 +251,7 @@ class E4EInverter(nn.Module):
         enc = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
         if not enc:
             raise AnonError(f"{path}: no 'encoder.*' weights in its state_dict")
-        self.encoder.load_state_dict(enc, strict=True, assign=True)
+        load_checked(self.encoder, enc, path, "the e4e encoder", assign=True)
         self.encoder.float()
         if start_from_latent_avg is None:
             start_from_latent_avg = bool(opts.get("start_from_latent_avg", "latent_avg" in ckpt))

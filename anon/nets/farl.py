@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anon.errors import CheckpointMismatchError
 from anon.nets.checkpoint import read_checkpoint
 from anon.nets.resize import resize_center_crop
 from anon.nets.vit import VisionTransformer
@@ -52,11 +53,11 @@ def clip_visual_state_dict(ckpt: object, path: str | Path = "<checkpoint>") -> d
     """
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
-        raise ValueError(f"{path}: expected a dict with a 'state_dict' entry, got {type(ckpt).__name__}")
+        raise CheckpointMismatchError(f"{path}: expected a dict with a 'state_dict' entry, got {type(ckpt).__name__}")
     visual = {k: v for k, v in sd.items() if isinstance(k, str) and k.startswith("visual.")}
     if not visual:
         sample = ", ".join(list(map(str, sd))[:5])
-        raise ValueError(f"{path}: no 'visual.*' key, so this is not a full CLIP/FaRL state dict "
+        raise CheckpointMismatchError(f"{path}: no 'visual.*' key, so this is not a full CLIP/FaRL state dict "
                          f"(first keys: {sample})")
     return {k: v for k, v in visual.items() if not k.startswith(FARL_PRETRAINING_ONLY)}
 
@@ -114,7 +115,7 @@ class FarlAttributes(nn.Module):
             details = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
                        "shape mismatch " + str([(k, tuple(visual[k].shape), tuple(own[k].shape)) for k in wrong[:5]])
                        if wrong else ""]
-            raise ValueError(f"{path}: image tower does not match this ViT "
+            raise CheckpointMismatchError(f"{path}: image tower does not match this ViT "
                              f"({'; '.join(d for d in details if d)})")
         self.load_state_dict({k: v.float() for k, v in visual.items()}, strict=True)
 

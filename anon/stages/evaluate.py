@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from anon.errors import ConfigError, MissingDataError
-from anon.manifest import read_records
+from anon.manifest import current_records
 from anon.metrics import attacks
 from anon.metrics.attributes import AttributeAgreement, PoseError, angle_difference, pose_from_landmarks
 from anon.metrics.detection import DetectionRate, MemoDetector, detect_fn
@@ -49,14 +49,11 @@ FIVE_POINT = "5-landmark weak-perspective fit on the detector's landmarks (anon.
 def done_records(run_dir: str | Path) -> list[dict]:
     """The run's ``done`` records, one per id (the last wins), sorted by id.
 
-    Reads ``manifest.jsonl``; a run that was interrupted before merging is read from its rank shards.
+    Reads the rank shards (``manifest.jsonl`` when a folder has none).
     """
     run_dir = Path(run_dir)
     merged = run_dir / "manifest.jsonl"
-    if merged.is_file():
-        records = [json.loads(line) for line in merged.read_text().splitlines() if line.strip()]
-    else:
-        records = read_records(run_dir)
+    records = current_records(run_dir)  # the rank shards' truth (the merged file may be stale)
     if not records and not merged.is_file():
         raise MissingDataError(merged, "run manifest", "run `anon anonymize` first, or fix `run_dir`")
     latest = {r["id"]: r for r in records}
