@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from anon.errors import MissingCheckpointError
+from anon.errors import CheckpointMismatchError, MissingCheckpointError
 from anon.nets.arcface import ArcFaceIdentity, resize_center_crop
 from tests.helpers import learned_parameter_count
 
@@ -114,7 +114,7 @@ def test_full_size_loading_is_strict(tmp_path, edit):
     else:
         shapes["input_layer.0.weight"] = (64, 1, 3, 3)
     torch.save(shared_storage_state(shapes), tmp_path / "bad.pth")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(CheckpointMismatchError, match="bad.pth? does not fit the IR-SE50 identity backbone: 1 "):
         ArcFaceIdentity.from_checkpoint(tmp_path / "bad.pth")
 
 

@@ -15,7 +15,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from anon.errors import AnonError, ConfigError, MissingCheckpointError
+from anon.errors import AnonError, CheckpointMismatchError, ConfigError, MissingCheckpointError
 from anon.nets.e4e import E4EInverter, Encoder4Editing
 
 from .test_arcface import official_ir_se_trunk_shapes
@@ -118,7 +118,7 @@ def test_full_size_loading_is_strict(tmp_path, edit):
     else:
         shapes["styles.18.linear.bias"] = (512,)
     path = save_official_format(tmp_path / "bad.pt", zero_state(shapes), official_opts(), torch.zeros(18, 512))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(CheckpointMismatchError, match="bad.pth? does not fit the e4e encoder: 1 "):
         E4EInverter.from_checkpoint(path)
 
 
@@ -156,7 +156,7 @@ def test_opts_disagreeing_with_config_or_weights(tmp_path, tiny_source):
     path = save_official_format(tmp_path / "e4e.pt", tiny_source.state_dict(), official_opts(stylegan_size=128), None)
     with pytest.raises(ConfigError, match="12 W\\+ layers"):
         E4EInverter(checkpoint=str(path), n_styles=10, **TINY_ARCH)
-    with pytest.raises(RuntimeError, match="styles.10"):  # 12 styles built, 10 in the file: strict load fails
+    with pytest.raises(CheckpointMismatchError, match="styles.10"):  # 12 styles built, 10 in the file
         E4EInverter.from_checkpoint(path, **TINY_ARCH)
     other = save_official_format(tmp_path / "psp.pt", tiny_source.state_dict(),
                                  official_opts(stylegan_size=64, encoder_type="GradualStyleEncoder"), None)
