@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -32,6 +33,19 @@ def shard_lines(run_dir: Path) -> list[dict]:
     for path in sorted(run_dir.glob("manifest.rank*.jsonl")):
         lines += [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     return lines
+
+
+def wait_for_records(proc: subprocess.Popen, runs: Path, n: int, timeout: float = 240) -> Path:
+    """Wait until the run folder ``runs`` (or the one folder under it, for hashed names) holds ``n``
+    manifest lines while ``proc`` still runs; returns the run folder."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        folders = [runs] if (runs / "config.yaml").exists() else sorted(runs.glob("*")) if runs.is_dir() else []
+        if folders and len(shard_lines(folders[0])) >= n:
+            return folders[0]
+        time.sleep(0.05)
+    stderr = proc.stderr.read()[-2000:] if proc.stderr else ""
+    raise AssertionError(f"run ended (rc {proc.poll()}) before {n} manifest lines: {stderr}")
 
 
 def learned_parameter_count(shapes: dict) -> int:

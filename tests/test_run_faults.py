@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from anon.errors import ConfigError
 from anon.run import anonymize
 from anon.stages.evaluate import done_records
 from tests.conftest import TINY_IMAGES, tiny_overrides
-from tests.helpers import REPO, anon_command, env, run_anon, shard_lines
+from tests.helpers import REPO, anon_command, env, run_anon, shard_lines, wait_for_records
 
 pytestmark = pytest.mark.slow
 
@@ -97,20 +96,11 @@ def _start(args, **kwargs):
                             stderr=subprocess.PIPE, text=True, **kwargs)
 
 
-def _wait_for_records(proc, run_dir: Path, n: int) -> None:
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if run_dir.exists() and len(shard_lines(run_dir)) >= n:
-            return
-        time.sleep(0.05)
-    assert proc.poll() is None, f"run ended before it could be disturbed: {proc.stderr.read()[-2000:]}"
-
-
 def test_second_run_on_the_same_folder_is_refused(tiny_world, tmp_path):
     run_dir = tmp_path / "run"
     args = ["anonymize", *tiny_overrides(tiny_world, run_dir), "module.steps=200", "dataset.batch_size=1"]
     first = _start(args)
-    _wait_for_records(first, run_dir, 1)
+    wait_for_records(first, run_dir, 1)
     second = run_anon(*args)
     assert first.poll() is None, "the first run must still be running while the second starts"
     first.send_signal(signal.SIGTERM)  # no need to wait for all of it: stop after the batch in flight
@@ -127,7 +117,7 @@ def test_second_run_on_the_same_folder_is_refused(tiny_world, tmp_path):
 def test_ctrl_c_merges_the_manifest_before_exiting(tiny_world, tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(["anonymize", *tiny_overrides(tiny_world, run_dir), "module.steps=30", "dataset.batch_size=1"])
-    _wait_for_records(proc, run_dir, 2)
+    wait_for_records(proc, run_dir, 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -144,14 +134,7 @@ def test_signal_to_the_launched_ddp_process_stops_the_ranks(tiny_world, tmp_path
     args = ["anonymize", *overrides, "module.steps=40", "dataset.batch_size=1", "trainer=ddp_cpu",
             f"output_root={tmp_path}"]
     proc = _start(args, start_new_session=True)
-    deadline = time.time() + 240
-    run_dirs = []
-    while time.time() < deadline and proc.poll() is None:
-        run_dirs = list((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else []
-        if run_dirs and len(shard_lines(run_dirs[0])) >= 1:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "run ended before the signal"
+    run_dir = wait_for_records(proc, tmp_path / "runs", 1)
     os.kill(proc.pid, sig)  # the launched process only
     try:
         out, err = proc.communicate(timeout=120)
@@ -160,7 +143,6 @@ def test_signal_to_the_launched_ddp_process_stops_the_ranks(tiny_world, tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 128 + sig, err[-3000:]
     assert "run the same command to resume" in out
-    run_dir = run_dirs[0]
     first = Counter(r["id"] for r in shard_lines(run_dir))
     assert set(first.values()) == {1} and len(first) < TINY_IMAGES, first
     second = run_anon(*args)
