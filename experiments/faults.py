@@ -425,22 +425,17 @@ def _checkpoint(ctx: Context, kind: str) -> Path:
     return path
 
 
-@fault("config", "identity checkpoint of another architecture")
-def wrong_architecture_checkpoint(ctx: Context) -> str:
-    path = _checkpoint(ctx, "other_architecture")
-    return _one_line_error(ctx, "wrong_arch", f"identity.checkpoint={path}", expect=str(path))
+def _checkpoint_fault(kind: str, what: str) -> None:
+    def run(ctx: Context) -> str:
+        path = _checkpoint(ctx, kind)
+        return _one_line_error(ctx, kind, f"identity.checkpoint={path}", expect=str(path))
+    run.__name__ = f"{kind}_checkpoint"
+    fault("config", what)(run)
 
 
-@fault("config", "empty identity checkpoint")
-def empty_checkpoint(ctx: Context) -> str:
-    path = _checkpoint(ctx, "empty")
-    return _one_line_error(ctx, "empty_ckpt", f"identity.checkpoint={path}", expect=str(path))
-
-
-@fault("config", "truncated identity checkpoint")
-def truncated_checkpoint(ctx: Context) -> str:
-    path = _checkpoint(ctx, "truncated")
-    return _one_line_error(ctx, "cut_ckpt", f"identity.checkpoint={path}", expect=str(path))
+for _kind, _what in (("other_architecture", "identity checkpoint of another architecture"),
+                     ("empty", "empty identity checkpoint"), ("truncated", "truncated identity checkpoint")):
+    _checkpoint_fault(_kind, _what)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -67,21 +67,11 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monk
     target = tmp_path / "manifest.jsonl"
     target.write_text("old\n")
 
-    class FullDisk:
-        def __init__(self, path, *args, **kwargs):
-            self.fh = open(path, *args, **kwargs)
+    def full_disk(path, *args, **kwargs):
+        Path(path).write_text("half a line")  # the disk filled up part-way through
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.fh.close()
-
-        def write(self, text):
-            self.fh.write(text[: len(text) // 2])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(anon.manifest, "open", FullDisk, raising=False)
+    monkeypatch.setattr(anon.manifest, "open", full_disk, raising=False)
     with pytest.raises(OSError, match="No space"):
         write_atomic(target, "new\n" * 100)
     assert target.read_text() == "old\n"
