@@ -20,6 +20,7 @@ from torch import nn
 from anon.latent import LatentLayout
 from anon.losses import FalcoLoss
 from anon.manifest import ManifestWriter
+from anon.nets.tuned import Offsets, render, select
 from anon.outputs import check_format, code_path, image_path, save_code, save_output, save_png
 from anon.preemption import StopFlag, launcher_forward
 from anon.schedule import fractional_multistep
@@ -106,9 +107,11 @@ class FalcoModule(pl.LightningModule):
     # ------------------------------------------------------------------ the optimisation loop
     def optimise(self, images: torch.Tensor, w_inversion: torch.Tensor, w_neighbour: torch.Tensor,
                  on_step: Callable[[int, dict], None] | None = None, keep_initial_images: bool = False,
-                 targets: torch.Tensor | None = None) -> dict:
+                 targets: torch.Tensor | None = None, offsets: Offsets | None = None) -> dict:
         """Anonymise a batch. images: N x 3 x H x W in [-1, 1]; codes: N x L x D; ``targets`` (N x 3 x H' x W'
-        in [-1, 1]): what the losses compare against instead of ``images`` (``loss.target=unaligned``).
+        in [-1, 1]): what the losses compare against instead of ``images`` (``loss.target=unaligned``);
+        ``offsets``: the images' generator weight offsets from a pivotal-tuning inversion
+        (``{name: N x *shape}``; None: the shared generator), which every render of the image uses.
 
         Returns ``ws`` (N x L x D final codes), ``images`` (N x 3 x R x R), and the per-sample loss terms
         ``initial`` (at the starting code) and ``final`` (at the returned code).
@@ -130,9 +133,10 @@ class FalcoModule(pl.LightningModule):
             rows = active.nonzero().squeeze(1) if early_stop and not active.all() else None
             with tf32_enabled(self.precision == "tf32"):
                 if rows is None:
-                    generated, terms = step_losses(frozen, trainable, ref)
+                    generated, terms = step_losses(frozen, trainable, ref, offsets)
                 else:
-                    generated, terms = step_losses(frozen[rows], trainable[rows], ref.select(rows))
+                    generated, terms = step_losses(frozen[rows], trainable[rows], ref.select(rows),
+                                                   select(offsets, rows))
             if step == 0:
                 initial = {k: v.detach() for k, v in terms.items()}
                 initial_images = generated.detach() if keep_initial_images else None
@@ -157,23 +161,25 @@ class FalcoModule(pl.LightningModule):
                 on_step(step, terms)
         with torch.no_grad():
             ws = self.latent.compose(frozen, trainable)
-            final_images = self.generator(ws)
+            final_images = render(self.generator, ws, offsets)
             final = {k: v.detach() for k, v in self.loss(self.identity, self.attribute, final_images, ref).items()}
             if initial is None:  # steps == 0
                 initial, initial_images = final, final_images
         return {"ws": ws.detach(), "images": final_images, "initial": initial, "final": final,
                 "initial_images": initial_images, "steps": steps_taken}
 
-    def _render_and_score(self, frozen: torch.Tensor, trainable: torch.Tensor, ref: dict):
-        """One step's forward: the W+ code rendered (at ``loss_resolution`` if set) and its loss terms."""
-        render = {"resolution": self.loss_resolution} if self.loss_resolution else {}
+    def _render_and_score(self, frozen: torch.Tensor, trainable: torch.Tensor, ref: dict,
+                          offsets: Offsets | None = None):
+        """One step's forward: the W+ code rendered (at ``loss_resolution`` if set; with the images'
+        weight offsets if any) and its loss terms."""
+        resolution = {"resolution": self.loss_resolution} if self.loss_resolution else {}
         with torch.autocast(trainable.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            generated = self.generator(self.latent.compose(frozen, trainable), **render)
+            generated = render(self.generator, self.latent.compose(frozen, trainable), offsets, **resolution)
             terms = self.loss(self.identity, self.attribute, generated, ref)
         return generated, {k: v.float() for k, v in terms.items()}
 
     def step_function(self) -> Callable:
-        """``(frozen, trainable, reference) -> (images, loss terms)`` for one step, with this module's
+        """``(frozen, trainable, reference, offsets=None) -> (images, loss terms)`` for one step, with this module's
         layout (channels_last) and compilation settings applied."""
         if self.channels_last != self._layout_is_channels_last:
             # Only on a change: by default each network keeps the layout it chose (MobileFaceNet runs
@@ -208,7 +214,7 @@ class FalcoModule(pl.LightningModule):
             with torch.enable_grad():
                 result = self.optimise(batch["image"], batch["w_inversion"], batch["w_neighbour"],
                                        on_step=self._log_step, keep_initial_images=self.log_images,
-                                       targets=batch.get("target"))
+                                       targets=batch.get("target"), offsets=batch.get("offsets"))
             records += self._write_outputs(batch, result, time.perf_counter() - started)
             if self.log_images and batch_idx == 0:
                 self._log_grid(batch["image"], result["initial_images"], result["images"], batch_idx)

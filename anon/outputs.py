@@ -65,6 +65,11 @@ def save_code(code: torch.Tensor, path: Path) -> None:
     _atomic(path, lambda tmp: torch.save(code.detach().cpu().float().clone(), tmp))
 
 
+def save_offsets(offsets: dict[str, torch.Tensor], path: Path) -> None:
+    """One image's generator weight offsets (``{parameter name: tensor}``, pivotal tuning)."""
+    _atomic(path, lambda tmp: torch.save({k: v.detach().cpu().float().clone() for k, v in offsets.items()}, tmp))
+
+
 def image_path(run_dir: Path, image_id: str, fmt: str = "png") -> Path:
     return run_dir / "images" / f"{image_id}{OUTPUT_SUFFIX[check_format(fmt)]}"
 

@@ -44,6 +44,7 @@ from PIL import Image, ImageFilter, ImageOps
 from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
 from anon.data.images import ALPHA_MODES, degenerate, to_rgb8
 from anon.errors import ConfigError
+from anon.nets.tuned import split_inversion
 from anon.seeding import content_key, takes_ids
 
 POLICIES = ("leave", "blur", "fill")
@@ -162,15 +163,16 @@ class FalcoFaceAnonymizer:
         x = _resize(crops.to(self.device, torch.float32), self.image_size)
         with torch.no_grad():
             if takes_ids(self.inverter):  # keyed random starts: the crop's content when no ids are given
-                codes = self.inverter(x, ids=list(ids) if ids is not None else [content_key(c) for c in crops])
+                output = self.inverter(x, ids=list(ids) if ids is not None else [content_key(c) for c in crops])
             else:
-                codes = self.inverter(x)
+                output = self.inverter(x)
+            codes, offsets = split_inversion(output)
             similarity, index = nearest_neighbours(embed(self.pairing, x).float().cpu(), self.pool_features,
                                                    k=self.NEIGHBOURS)
         picks = [self._readable_neighbour(index[i], similarity[i]) for i in range(index.shape[0])]
         fakes = [fake for fake, _, _ in picks]
         neighbours = torch.stack([code for _, code, _ in picks]).to(self.device, codes.dtype)
-        result = self.module.optimise(x, codes, neighbours)
+        result = self.module.optimise(x, codes, neighbours, offsets=offsets)
         self.last = [{"fake": f, "pair_similarity": s,
                       "identity_similarity_before": float(result["initial"]["similarity"][i]),
                       "identity_similarity_after": float(result["final"]["similarity"][i])}

@@ -52,3 +52,20 @@ class CodeFolder:
         if code.ndim != 2 or (num_ws is not None and code.shape[0] != num_ws):
             raise ValueError(f"{path} has shape {tuple(code.shape)}, expected {num_ws or 'L'} x D")
         return code
+
+    def offsets_path(self, image_id: str) -> Path:
+        """Where a pivotal-tuning inversion keeps the image's weight offsets: ``offsets/`` beside ``codes/``."""
+        return self.root.parent / "offsets" / self.path(image_id).relative_to(self.root)
+
+    def load_offsets(self, image_id: str) -> dict[str, torch.Tensor] | None:
+        """The image's generator weight offsets ``{name: tensor}``, or None when the inversion has none."""
+        path = self.offsets_path(image_id)
+        if not path.is_file():
+            return None
+        try:
+            offsets = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable tensor file ({type(err).__name__})") from err
+        if not isinstance(offsets, dict) or not all(isinstance(v, torch.Tensor) for v in offsets.values()):
+            raise ValueError(f"{path} holds a {type(offsets).__name__}, expected {{parameter name: tensor}}")
+        return {k: v.float() for k, v in offsets.items()}

@@ -42,9 +42,11 @@ class AnonymizationItems(Dataset):
         try:
             w_inv = self.inversions.load(image_id, self.num_ws)
             w_nb = self.neighbours.load(image_id, self.num_ws)
+            offsets = self.inversions.load_offsets(image_id)
         except Exception as err:  # torch.load raises UnpicklingError, EOFError, RuntimeError... on bad files
             return {"id": image_id, "source": str(path), "error": f"bad latent code: {one_line(err)}"}
-        return {"id": image_id, "source": str(path), "image": image, "w_inversion": w_inv, "w_neighbour": w_nb, **target}
+        item = {"id": image_id, "source": str(path), "image": image, "w_inversion": w_inv, "w_neighbour": w_nb, **target}
+        return item if offsets is None else {**item, "offsets": offsets}
 
 
 def one_line(err: BaseException, limit: int = 300) -> str:
@@ -54,7 +56,17 @@ def one_line(err: BaseException, limit: int = 300) -> str:
 
 
 def collate_items(items: list[dict]) -> dict:
-    """Stack the readable items; pass the unreadable ones through as ``failed`` records."""
+    """Stack the readable items; pass the unreadable ones through as ``failed`` records.
+
+    Generator weight offsets (pivotal tuning) are stacked per parameter; in a batch where some items
+    have them, an item without them (or with other parameters) fails: it cannot be rendered as inverted.
+    """
+    tuned = next((it["offsets"] for it in items if "error" not in it and "offsets" in it), None)
+    if tuned is not None:
+        items = [it if "error" in it or set(it.get("offsets", {})) == set(tuned) else
+                 {"id": it["id"], "source": it["source"], "error": "weight offsets missing or different from the "
+                  "batch's (an inversion cache mixing inverters): delete its codes/ and offsets/ entries"}
+                 for it in items]
     ok = [it for it in items if "error" not in it]
     batch = {"failed": [{"id": it["id"], "source": it["source"], "error": it["error"]} for it in items if "error" in it],
              "id": [it["id"] for it in ok], "source": [it["source"] for it in ok]}
@@ -62,4 +74,6 @@ def collate_items(items: list[dict]) -> dict:
         for key in ("image", "w_inversion", "w_neighbour", "target"):
             if key in ok[0]:
                 batch[key] = torch.stack([it[key] for it in ok])
+        if tuned is not None:
+            batch["offsets"] = {name: torch.stack([it["offsets"][name] for it in ok]) for name in tuned}
     return batch

@@ -38,6 +38,14 @@ def render(generator: nn.Module, ws: torch.Tensor, offsets: Offsets | None = Non
     return vmap(one)(ws, offsets)
 
 
+def split_inversion(output) -> tuple[torch.Tensor, Offsets | None]:
+    """An inverter's output as ``(codes, offsets)``: a plain code tensor has no offsets; a pivotal
+    inverter returns ``{"codes", "offsets"}``."""
+    if isinstance(output, dict):
+        return output["codes"], output.get("offsets") or None
+    return output, None
+
+
 def select(offsets: Offsets | None, rows) -> Offsets | None:
     """The offsets of the images ``rows`` (an index tensor or slice), or None."""
     return None if offsets is None else {name: value[rows] for name, value in offsets.items()}

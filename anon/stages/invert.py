@@ -1,6 +1,7 @@
 """Stage ``invert``: a W+ code per real image (e4e, or optimisation for generators with no encoder).
 
-Writes ``codes/<id>.pt`` and, per rank, ``failures.rank<r>.jsonl`` (unreadable images, failed
+Writes ``codes/<id>.pt`` (and ``offsets/<id>.pt``, per-image generator weight offsets, for a
+pivotal-tuning inverter) and, per rank, ``failures.rank<r>.jsonl`` (unreadable images, failed
 alignment with policy ``skip``). Images that already have a code or a failure record are skipped.
 """
 from __future__ import annotations
@@ -11,7 +12,8 @@ import torch
 
 from anon.data.images import load_image
 from anon.manifest import ManifestWriter, latest_by_id
-from anon.outputs import save_code
+from anon.nets.tuned import split_inversion
+from anon.outputs import save_code, save_offsets
 from anon.seeding import takes_ids
 from anon.stages.common import chunks
 
@@ -49,8 +51,11 @@ def run_invert(inverter, images: dict[str, Path], stage_dir: str | Path, image_s
         if batch_ids:
             with torch.no_grad():
                 batch = torch.stack(tensors).to(device)  # random starts keyed by id, not by place in the batch
-                codes = inverter(batch, ids=batch_ids) if takes_ids(inverter) else inverter(batch)
-            for image_id, code in zip(batch_ids, codes):
-                save_code(code, stage_dir / "codes" / f"{image_id}.pt")
+                output = inverter(batch, ids=batch_ids) if takes_ids(inverter) else inverter(batch)
+            codes, offsets = split_inversion(output)
+            for i, image_id in enumerate(batch_ids):
+                if offsets is not None:  # first: the code marks the image done
+                    save_offsets({k: v[i] for k, v in offsets.items()}, stage_dir / "offsets" / f"{image_id}.pt")
+                save_code(codes[i], stage_dir / "codes" / f"{image_id}.pt")
         failures.append(bad)
     return stage_dir

@@ -1,0 +1,53 @@
+"""Pivotal-tuning offsets through the cache: the invert stage stores them beside the codes, the
+dataset batches them, and the anonymisation renders every image with its own."""
+from __future__ import annotations
+
+import torch
+
+from anon.data.codes import CodeFolder
+from anon.data.dataset import AnonymizationItems, collate_items
+from anon.data.images import to_uint8
+from anon.nets.tuned import render
+from anon.outputs import save_png
+from anon.pivotal import PivotalInverter
+from anon.run import build_module
+from anon.stages.invert import run_invert
+from tests.conftest import compose_config
+
+DCGAN = ("generator=dcgan_face64", "generator.checkpoint=null", "latent=whole", "dataset.images=unused",
+         "dataset.inversions=unused", "dataset.neighbours=unused", "module.steps=3")
+
+
+def test_offsets_are_cached_batched_and_rendered_with(tmp_path):
+    torch.manual_seed(0)
+    module = build_module(compose_config(*DCGAN))
+    g = module.generator
+    with torch.no_grad():
+        faces = to_uint8(g(torch.randn(3, 1, 100)))
+    images = {}
+    for i, face in enumerate(faces):
+        images[f"p/{i}"] = tmp_path / "images" / f"{i}.png"
+        save_png(face, images[f"p/{i}"])
+    run_invert(PivotalInverter(g, steps=2, tune_steps=3), images, tmp_path / "invert", image_size=64, batch_size=2)
+    inversions = CodeFolder(tmp_path / "invert" / "codes")
+    assert set(inversions.load_offsets("p/1")) == {"main.9.weight", "main.10.weight", "main.10.bias", "main.12.weight"}
+
+    (tmp_path / "invert" / "offsets" / "p" / "2.pt").write_bytes(b"not a tensor file")
+    items = AnonymizationItems(sorted(images), images, inversions, inversions, 64, g.num_ws)
+    batch = collate_items([items[i] for i in range(3)])
+    assert batch["id"] == ["p/0", "p/1"] and [f["id"] for f in batch["failed"]] == ["p/2"]
+    assert "bad latent code" in batch["failed"][0]["error"]
+    assert batch["offsets"]["main.12.weight"].shape == (2, *g.main[12].weight.shape)
+
+    result = module.optimise(batch["image"], batch["w_inversion"], batch["w_neighbour"], offsets=batch["offsets"])
+    with torch.no_grad():
+        torch.testing.assert_close(result["images"], render(g, result["ws"], batch["offsets"]))
+        assert (result["images"] - g(result["ws"])).abs().max() > 1e-3  # the offsets were used
+
+
+def test_an_item_without_the_batch_offsets_fails_alone():
+    item = {"id": "a", "source": "a", "image": torch.zeros(3, 4, 4), "w_inversion": torch.zeros(1, 2),
+            "w_neighbour": torch.zeros(1, 2)}
+    batch = collate_items([{**item, "offsets": {"w": torch.ones(2)}}, {**item, "id": "b"}])
+    assert batch["id"] == ["a"] and batch["failed"][0]["id"] == "b"
+    assert "offsets" in batch["failed"][0]["error"]
