@@ -29,10 +29,12 @@ class Reference:
 
     embedding: torch.Tensor  # N x D, identity space
     tokens: torch.Tensor  # N x T x C, attribute space
+    terms: dict[str, torch.Tensor] | None = None  # per extra attribute term, its reference (N x ...)
 
     def select(self, rows: torch.Tensor) -> "Reference":
         """The references of some samples only (``rows``: indices into the batch)."""
-        return Reference(embedding=self.embedding[rows], tokens=self.tokens[rows])
+        terms = None if self.terms is None else {k: v[rows] for k, v in self.terms.items()}
+        return Reference(embedding=self.embedding[rows], tokens=self.tokens[rows], terms=terms)
 
 
 class FalcoLoss(nn.Module):
@@ -48,16 +50,26 @@ class FalcoLoss(nn.Module):
             anonymised, e.g. the FFHQ-aligned crop e4e inverted) or ``unaligned`` (the source image
             before alignment, at its native size, as the official code does; FALCO.md section 9.3).
             Read by the run, which hands the data the source folder (:func:`anon.run.anonymize`).
+        terms: extra attribute objectives ``{name: {"term": module, "weight": w}}``
+            (:mod:`anon.attribute_terms`; in Hydra ``loss.terms.<name>.weight=...`` sweeps a weight).
+            Each adds ``weight * term`` to the total and is reported per step as ``<name>``.
     """
 
     def __init__(self, margin: float = 0.0, lambda_id: float = 10.0, lambda_attr: float = 0.1,
-                 official_value_ranges: bool = False, target: str = "aligned"):
+                 official_value_ranges: bool = False, target: str = "aligned", terms: dict | None = None):
         super().__init__()
         self.margin, self.lambda_id, self.lambda_attr = float(margin), float(lambda_id), float(lambda_attr)
         self.official_value_ranges = bool(official_value_ranges)
         if target not in ("aligned", "unaligned"):
             raise ValueError(f"loss.target must be aligned or unaligned, not {target!r}")
         self.target = target
+        terms = {name: spec for name, spec in (terms or {}).items() if spec is not None}
+        clashes = sorted(set(terms) & {"total", "identity", "attribute", "similarity"})
+        if clashes:
+            raise ValueError(f"loss.terms may not be named {clashes}: those names are the FALCO terms")
+        self.terms = nn.ModuleDict({name: spec["term"] for name, spec in terms.items()})
+        self.weights = {name: float(spec["weight"]) for name, spec in terms.items()}
+        self.terms.requires_grad_(False)
 
     def reference_input(self, originals: torch.Tensor) -> torch.Tensor:
         """Originals (in [-1, 1]) as the loss networks see them."""
@@ -66,7 +78,8 @@ class FalcoLoss(nn.Module):
     @torch.no_grad()
     def reference(self, identity: nn.Module, attribute: nn.Module, originals: torch.Tensor) -> Reference:
         x = self.reference_input(originals)
-        return Reference(embedding=identity(x), tokens=attribute(x))
+        extra = {name: term.reference(originals) for name, term in self.terms.items()} or None
+        return Reference(embedding=identity(x), tokens=attribute(x), terms=extra)
 
     def forward(self, identity: nn.Module, attribute: nn.Module, generated: torch.Tensor,
                 ref: Reference) -> dict[str, torch.Tensor]:
@@ -76,4 +89,9 @@ class FalcoLoss(nn.Module):
         id_term = (similarity - self.margin).abs()  # m = 0 pushes identities to orthogonal, not opposite
         attr_term = token_l1_loss(attribute(generated).float(), ref.tokens.float()) if self.lambda_attr else torch.zeros_like(id_term)
         total = self.lambda_id * id_term + self.lambda_attr * attr_term
-        return {"total": total, "identity": id_term, "attribute": attr_term, "similarity": similarity.detach()}
+        extra = {}
+        for name, term in self.terms.items():
+            extra[name] = term(generated, ref.terms[name]).float()
+            total = total + self.weights[name] * extra[name]
+        return {"total": total, "identity": id_term, "attribute": attr_term, **extra,
+                "similarity": similarity.detach()}
