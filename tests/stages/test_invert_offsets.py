@@ -43,6 +43,9 @@ def test_offsets_are_cached_batched_and_rendered_with(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(result["images"], render(g, result["ws"], batch["offsets"]))
         assert (result["images"] - g(result["ws"])).abs().max() > 1e-3  # the offsets were used
+    alone = module.optimise(batch["image"][1:], batch["w_inversion"][1:], batch["w_neighbour"][1:],
+                            offsets={k: v[1:] for k, v in batch["offsets"].items()})
+    torch.testing.assert_close(alone["ws"][0], result["ws"][1], atol=1e-5, rtol=1e-4)
 
 
 def test_an_item_without_the_batch_offsets_fails_alone():
