@@ -172,7 +172,8 @@ class FalcoFaceAnonymizer:
         picks = [self._readable_neighbour(index[i], similarity[i]) for i in range(index.shape[0])]
         fakes = [fake for fake, _, _ in picks]
         neighbours = torch.stack([code for _, code, _ in picks]).to(self.device, codes.dtype)
-        result = self.module.optimise(x, codes, neighbours, offsets=offsets)
+        tuned = {} if offsets is None else {"offsets": offsets}  # a pivotal inversion's per-image weights
+        result = self.module.optimise(x, codes, neighbours, **tuned)
         self.last = [{"fake": f, "pair_similarity": s,
                       "identity_similarity_before": float(result["initial"]["similarity"][i]),
                       "identity_similarity_after": float(result["final"]["similarity"][i])}
