@@ -10,6 +10,7 @@ from anon.attribute_terms import LowFrequencyColour
 from anon.lite.packages import has_package
 from anon.run import build_module
 from tests.conftest import compose_config
+from tests.requires import unavailable
 
 LITE = ("gan_face_generate", "facenet_pytorch", "fer", "h5py")
 UNUSED = ("dataset.images=unused", "dataset.inversions=unused", "dataset.neighbours=unused")
@@ -47,7 +48,7 @@ def test_terms_are_reported_added_to_the_total_and_names_checked():
 @pytest.fixture(scope="module")
 def lfw_face(shared_data):
     if not all(map(has_package, LITE)):
-        pytest.skip("the lite model set is not installed (make install-lite)")
+        unavailable("the lite model set is not installed (make install-lite)")
     from anon.data.align import align_with_policy
     from anon.data.images import load_rgb
     from anon.nets.mtcnn import MTCNNDetector

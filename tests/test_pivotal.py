@@ -10,6 +10,7 @@ from anon.lite.packages import has_package
 from anon.nets.dcgan import DCGANGenerator
 from anon.nets.tuned import render
 from anon.pivotal import PivotalInverter
+from tests.requires import requires
 
 LITE = ("gan_face_generate", "dlib", "face_recognition_models", "facenet_pytorch")
 
@@ -65,7 +66,7 @@ def test_image_alone_and_in_a_batch_of_three_get_the_same_code_and_offsets(rando
                                    render(random_dcgan, batch["codes"], batch["offsets"])[1], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.skipif(not all(map(has_package, LITE)), reason="the lite model set is not installed (make install-lite)")
+@requires(all(map(has_package, LITE)), "the lite model set is not installed (make install-lite)")
 def test_pivotal_reconstructs_a_real_lfw_face_better_than_z_only(shared_data):
     from anon.data.align import align_with_policy
     from anon.data.images import load_rgb, to_uint8
