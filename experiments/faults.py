@@ -148,8 +148,8 @@ class Context:
             self.references[key] = run_dir
         return self.references[key]
 
-    def overrides(self, run_dir: Path, *extra: str) -> list[str]:
-        w = self.world
+    def overrides(self, run_dir: Path, *extra: str, world: Path | None = None) -> list[str]:
+        w = world or self.world
         keys = {e.split("=", 1)[0] for e in extra}
         return [f"dataset.images={w / 'images'}", f"dataset.inversions={w / 'inversions'}",
                 f"dataset.neighbours={w / 'neighbours'}", *(b for b in BASE if b.split("=", 1)[0] not in keys),
@@ -436,6 +436,163 @@ def _checkpoint_fault(kind: str, what: str) -> None:
 for _kind, _what in (("other_architecture", "identity checkpoint of another architecture"),
                      ("empty", "empty identity checkpoint"), ("truncated", "truncated identity checkpoint")):
     _checkpoint_fault(_kind, _what)
+
+
+# ----------------------------------------------------------------------------- bad input files
+def world_copy(ctx: Context, name: str, ids: list[str] | None = None) -> Path:
+    """A copy of the tiny world (only ``ids`` if given) to spoil one file of."""
+    world = ctx.root / "worlds" / name
+    shutil.copytree(ctx.world, world)
+    if ids is not None:
+        for file in [*world.rglob("*.png"), *world.rglob("*.pt")]:
+            image_id = file.relative_to(file.parents[1]).with_suffix("").as_posix()
+            if image_id not in ids:
+                file.unlink()
+        if _all_ids(world) != set(ids):
+            raise Failed(f"the tiny world has no {sorted(set(ids) - _all_ids(world))}")
+    return world
+
+
+def _records_by_id(run_dir: Path) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for record in shard_records(run_dir):
+        out.setdefault(record["id"], []).append(record)
+    return out
+
+
+def check_per_file(ctx: Context, name: str, world: Path, failing: set[str], done: set[str]) -> str:
+    """Run on ``world`` twice: ``failing`` ids each get one one-line ``failed`` record, ``done`` ids are done,
+    both runs exit 0 and the rerun adds nothing."""
+    run_dir = ctx.folder(name)
+    args = ["anonymize", *ctx.overrides(run_dir, world=world)]
+    out = ctx.run(args)
+    if out.returncode != 0:
+        raise Failed(f"the run exited {out.returncode}: {last_line(out.stderr)}")
+    records = _records_by_id(run_dir)
+    if set(records) != failing | done:
+        raise Failed(f"records for {sorted(records)}, expected {sorted(failing | done)}")
+    for image_id, recs in records.items():
+        want = "failed" if image_id in failing else "done"
+        if [r["status"] for r in recs] != [want]:
+            raise Failed(f"{image_id}: {[r['status'] for r in recs]}, expected one {want!r}")
+    reasons = [records[i][0].get("error", "") for i in sorted(failing)]
+    if any(not r or "\n" in r or len(r) > 400 for r in reasons):
+        raise Failed(f"failure reasons not one short line: {reasons}")
+    rerun = ctx.run(args)
+    if rerun.returncode != 0 or "Traceback" in rerun.stderr:
+        raise Failed(f"the rerun exited {rerun.returncode}: {last_line(rerun.stderr)}")
+    if len(shard_records(run_dir)) != len(records):
+        raise Failed("the rerun added records")
+    return f"{len(failing)} failed ({reasons[0][:70] if reasons else ''}...), {len(done)} done, rerun exit 0"
+
+
+def _all_ids(world: Path) -> set[str]:
+    return {p.relative_to(world / "images").with_suffix("").as_posix() for p in (world / "images").rglob("*.png")}
+
+
+@fault("per_file", "an inversion code file holding a pickled object, not a tensor")
+def pickled_object_code(ctx: Context) -> str:
+    import argparse as _argparse
+    import pickle
+
+    world = world_copy(ctx, "pickled_code")
+    (world / "inversions" / "p1" / "face1.pt").write_bytes(pickle.dumps(_argparse.Namespace(evil=True)))
+    return check_per_file(ctx, "pickled_code", world, {"p1/face1"}, _all_ids(world) - {"p1/face1"})
+
+
+@fault("per_file", "a symlink loop and a.jpg beside a.png in the input folder")
+def symlink_loop_and_same_stem(ctx: Context) -> str:
+    world = world_copy(ctx, "loop_stem", ids=["p0/face0"])
+    images = world / "images"
+    (images / "loop.jpg").symlink_to("loop.jpg")
+    face = Image.open(images / "p0" / "face0.png").convert("RGB")
+    face.save(images / "a.png")
+    face.save(images / "a.jpg", quality=95)
+    for folder in ("inversions", "neighbours"):
+        for stem in ("a.jpg", "a.png"):
+            shutil.copy(world / folder / "p0" / "face0.pt", world / folder / f"{stem}.pt")
+    return check_per_file(ctx, "loop_stem", world, {"loop"}, {"p0/face0", "a.jpg", "a.png"})
+
+
+@fault("per_file", "a face saved as 16-bit grayscale PNG (I;16)")
+def sixteen_bit_gray(ctx: Context) -> str:
+    """The I;16 face must decode by scaling: the same output as its 8-bit grey twin, far from a white frame's."""
+    outputs = {}
+    for kind in ("i16", "gray8", "white"):
+        world = world_copy(ctx, f"mode_{kind}", ids=["p2/face2"])
+        path = world / "images" / "p2" / "face2.png"
+        gray = np.asarray(Image.open(path).convert("L")).astype(np.uint16)
+        if kind == "i16":
+            Image.fromarray(gray * 257).save(path)  # numpy uint16 -> mode I;16
+            if Image.open(path).mode != "I;16":
+                raise Failed(f"the fault was not injected (saved as {Image.open(path).mode})")
+        else:
+            Image.fromarray((gray if kind == "gray8" else np.full_like(gray, 255)).astype(np.uint8), "L").save(path)
+        check_per_file(ctx, f"mode_{kind}", world, set(), {"p2/face2"})
+        outputs[kind] = np.asarray(Image.open(ctx.folder(f"mode_{kind}") / "images" / "p2" / "face2.png")).astype(int)
+    to_gray, to_white = (np.abs(outputs["i16"] - outputs[k]).max() for k in ("gray8", "white"))
+    if to_gray > 1 or to_white < 32:
+        raise Failed(f"I;16 output is {to_gray} from the 8-bit grey run's and {to_white} from the white frame's")
+    return f"done; max |diff| to the 8-bit grey run {to_gray}, to the white-frame run {to_white}"
+
+
+def _item_diff(run_dir: Path, reference: Path, image_id: str) -> tuple[int, float, float]:
+    """Max |diff| of one item's PNG (0-255) and code between two runs, and the code's largest magnitude."""
+    a = np.asarray(Image.open(run_dir / "images" / f"{image_id}.png")).astype(int)
+    b = np.asarray(Image.open(reference / "images" / f"{image_id}.png")).astype(int)
+    ca = torch.load(run_dir / "codes" / f"{image_id}.pt", weights_only=True)
+    cb = torch.load(reference / "codes" / f"{image_id}.pt", weights_only=True)
+    return int(np.abs(a - b).max()), float((ca - cb).abs().max()), float(cb.abs().max())
+
+
+@fault("survive", "one item anonymised alone vs after the others, and vs in a batch with another (keyed randomness)")
+def alone_vs_batch(ctx: Context) -> str:
+    image_id = "p0/face3"  # face i lies in p{i % 3}; the fourth item of the sorted ids
+    world = world_copy(ctx, "alone", ids=[image_id])
+    run_dir = ctx.folder("alone")
+    out = ctx.run(["anonymize", *ctx.overrides(run_dir, "dataset.batch_size=1", world=world)])
+    if out.returncode != 0:
+        raise Failed(f"the run exited {out.returncode}: {last_line(out.stderr)}")
+    # one at a time after three other items: any draw from a shared generator would shift -> bitwise
+    pixel, code, _ = _item_diff(run_dir, ctx.reference("dataset.batch_size=1"), image_id)
+    if pixel or code:
+        raise Failed(f"alone vs after three others: max |diff| {pixel}/255 in pixels, {code:.3g} in the code")
+    # in a batch of 2, batched float sums may differ in the last bits (not a random draw: that moves whole
+    # levels): within 1e-6 of the code's scale and one grey level
+    pixel, code, scale = _item_diff(run_dir, ctx.reference(), image_id)
+    if pixel > 1 or code > 1e-6 * max(scale, 1.0):
+        raise Failed(f"alone vs batch of 2: max |diff| {pixel}/255 in pixels, {code:.3g} in the code (|w| <= {scale:.3g})")
+    return f"alone = after three others bitwise; vs batch of 2: max |diff| {pixel}/255, code {code:.3g} (|w| <= {scale:.3g})"
+
+
+# ----------------------------------------------------------------------------- where the run lands
+def _run_name(world: Path, weights_dir: Path) -> str:
+    from hydra import compose, initialize_config_dir
+
+    from anon.run import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="anonymize", overrides=[
+            f"dataset.images={world / 'images'}", f"dataset.inversions={world / 'inversions'}",
+            f"dataset.neighbours={world / 'neighbours'}", *BASE, f"weights_dir={weights_dir}",
+            "identity=mobilefacenet"])  # a checkpoint under weights_dir enters the hash
+    return str(cfg.run_name)
+
+
+@fault("config", "the same config with the data and weights_dir on another path; then one image more")
+def run_name_machine_free(ctx: Context) -> str:
+    here = _run_name(ctx.world, ctx.root / "home1" / "weights")
+    # another mount: the stage layout below the mount point (the last folders of a code path) is kept
+    moved = ctx.root / "mnt2" / ctx.root.name / ctx.world.name
+    shutil.copytree(ctx.world, moved)
+    there = _run_name(moved, ctx.root / "home2" / "cache" / "weights")
+    if here != there:
+        raise Failed(f"moved data/weights: {here} -> {there}")
+    shutil.copy(moved / "images" / "p0" / "face0.png", moved / "images" / "p0" / "extra.png")
+    changed = _run_name(moved, ctx.root / "home2" / "cache" / "weights")
+    if changed == here:
+        raise Failed(f"one image more kept the name {here}")
+    return f"moved: {here} both; one image more: {changed}"
 
 
 # ----------------------------------------------------------------------------- driver
