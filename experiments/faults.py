@@ -562,7 +562,33 @@ def alone_vs_batch(ctx: Context) -> str:
     pixel, code, scale = _item_diff(run_dir, ctx.reference(), image_id)
     if pixel > 1 or code > 1e-6 * max(scale, 1.0):
         raise Failed(f"alone vs batch of 2: max |diff| {pixel}/255 in pixels, {code:.3g} in the code (|w| <= {scale:.3g})")
-    return f"alone = after three others bitwise; vs batch of 2: max |diff| {pixel}/255, code {code:.3g} (|w| <= {scale:.3g})"
+    inverted = _inverter_alone_vs_batch(ctx)
+    return (f"alone = after three others bitwise; vs batch of 2: max |diff| {pixel}/255, code {code:.3g} "
+            f"(|w| <= {scale:.3g}); inverter's random starts alone vs batch: {inverted:.3g}")
+
+
+def _inverter_alone_vs_batch(ctx: Context) -> float:
+    """The photos/pipeline inverter (random starts) on three faces in one batch and on the last alone."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from anon.inversion import OptimisationInverter
+    from anon.run import CONFIG_DIR
+    from anon.seeding import built_seeded
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="anonymize")
+    generator = built_seeded(0, "generator", lambda: instantiate(cfg.generator)).eval()
+    ids = ["p0/face0", "p1/face1", "p2/face2"]
+    images = torch.stack([torch.from_numpy(np.array(Image.open(ctx.world / "images" / f"{i}.png").convert("RGB")))
+                          .permute(2, 0, 1).float() / 127.5 - 1 for i in ids])
+    inverter = OptimisationInverter(generator, steps=3, starts=2, init="random", seed=5)
+    batch = inverter(images, ids=ids)
+    alone = inverter(images[2:], ids=ids[2:])
+    diff = float((batch[2:] - alone).abs().max())
+    if diff > 1e-6 * max(float(alone.abs().max()), 1.0):
+        raise Failed(f"the inverter's result for {ids[2]} alone differs from in a batch by {diff:.3g}")
+    return diff
 
 
 # ----------------------------------------------------------------------------- where the run lands
