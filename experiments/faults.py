@@ -10,8 +10,9 @@ run on the same folder, a signal to the launched DDP process, Ctrl-C; a ``surviv
 resumed by running the same command again and passes when every item has exactly one record and its
 PNG and code are bitwise identical to the reference run. A ``config`` fault (a value or checkpoint no
 run can work with) passes when the command exits 2 with one ``error:`` line and no traceback. A
-``per_file`` fault (a bad input file) passes when that file gets its own ``failed`` record and the
-others are done.
+``per_file`` fault (a bad input file) passes when that file gets its own ``failed`` record (or, for an
+odd but valid file, its own ``done`` one) and the others are done. Also: an item alone gives what it
+gives in a batch (keyed randomness), and moving the data or weights keeps the run folder's name.
 
 Adding a fault: write ``def name(ctx) -> str`` decorated with ``@fault("survive" | "config" |
 "per_file", "what it injects")``; it raises :class:`Failed` (with the reason) or returns a short
@@ -644,8 +645,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:32} {kind:8} {'ok' if ok else '--'} {time.time() - t0:4.0f} s  {what}: {note}", flush=True)
         total = Counter(kind for _, kind, _, _ in chosen)
         print(f"\nfaults injected: {len(chosen)}; survived with every item exactly once and bitwise identical to an "
-              f"uninterrupted run: {passed['survive']}/{total['survive']}; bad inputs with a per-file record: "
-              f"{passed['per_file']}/{total['per_file']}; bad configs with a one-line error: "
+              f"uninterrupted run (an item alone vs in a batch: within float rounding): {passed['survive']}/"
+              f"{total['survive']}; bad inputs with a per-file record: {passed['per_file']}/{total['per_file']}; "
+              f"bad configs with a one-line error (moved paths: the same run folder): "
               f"{passed['config']}/{total['config']}  ({time.time() - started:.0f} s)")
         return 0 if sum(passed.values()) == len(chosen) else 1
     finally:

@@ -56,10 +56,10 @@ def test_checker_accepts_a_copy_and_catches_each_difference(tmp_path):
 def test_a_config_row_runs_and_is_counted(capsys):
     assert main(["-k", "steps_zero"]) == 0
     out = capsys.readouterr().out
-    assert "faults injected: 1;" in out and "bad configs with a one-line error: 1/1" in out
+    assert "faults injected: 1;" in out and "the same run folder): 1/1" in out
 
 
 def test_the_run_name_row_passes_and_is_counted_as_a_config_fault(capsys):
     assert main(["-k", "run_name_machine_free"]) == 0
     out = capsys.readouterr().out
-    assert "run_name_machine_free" in out and "bad configs with a one-line error: 1/1" in out
+    assert "run_name_machine_free" in out and "the same run folder): 1/1" in out
