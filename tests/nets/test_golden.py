@@ -31,7 +31,7 @@ from anon.nets.mtcnn import ONet, PNet, RNet
 from tests.requires import require_file, requires
 from anon.nets.sfd import SFDDetector, decode
 from anon.nets.stylegan2_loaders import load_stylegan2
-from tests.golden_data import GOLDEN_DIR, assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
+from tests.golden_data import GOLDEN_DIR, RTOL, assert_golden, golden_state, read_golden, seeded_state, seeded_tensor
 from tests.nets.test_stylegan2 import nvidia_pickle_bytes
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "experiments" / "golden"
@@ -195,7 +195,10 @@ def test_fan_heatmaps_peaks_and_image_landmarks_match_face_alignment(tmp_path):
     stacks = FAN(path)(_input(meta))
     assert len(stacks) == 4
     assert_golden(stacks[0][:, meta["kept_channels"]], golden["stack0"])
-    assert_golden(stacks[-1][:, meta["kept_channels"]], golden["stack3"])
+    # Four stacked hourglasses on random weights amplify float32 summation order: with 2 CPU threads
+    # instead of 1 the last stack moves by up to 2.5e-4 (62 of 16,384 values), so its bound is 1e-3;
+    # a wrong layer moves it by ~1e-1 (and the exact peak check below stays exact).
+    torch.testing.assert_close(stacks[-1][:, meta["kept_channels"]], golden["stack3"], atol=1e-3, rtol=RTOL)
     peaks = heatmap_peaks(stacks[-1])[0]
     torch.testing.assert_close(peaks, golden["peaks"], rtol=0, atol=0)  # quarter-pixel steps: exact
     centre, scale = crop_centre_scale(meta["box"])
