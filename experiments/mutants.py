@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 EQUIVALENT = REPO / "experiments" / "mutants_equivalent.md"
 
+GOLDEN = "tests/nets/test_golden.py::"  # a network's forward is guarded by its golden test against the official code
 # module -> (file to mutate, the tests that guard it); slow tests left out (they run in `make test`)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "losses": ("anon/losses.py", ["tests/test_losses.py"]),
@@ -32,11 +33,14 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "schedule": ("anon/schedule.py", ["tests/test_losses.py"]),
     "reid": ("anon/metrics/reid.py", ["tests/metrics/test_reid.py"]),
     "module": ("anon/module.py", ["tests/test_module.py"]),
-    "irse": ("anon/nets/irse.py", ["tests/nets/test_arcface.py"]),
-    "vit": ("anon/nets/vit.py", ["tests/nets/test_farl.py"]),
-    "farl": ("anon/nets/farl.py", ["tests/nets/test_farl.py"]),
-    "stylegan2": ("anon/nets/stylegan2.py", ["tests/nets/test_stylegan2.py"]),
-    "e4e": ("anon/nets/e4e.py", ["tests/nets/test_e4e.py"]),
+    "irse": ("anon/nets/irse.py", ["tests/nets/test_arcface.py", GOLDEN + "test_arcface_ir_se50_matches_falco"]),
+    "vit": ("anon/nets/vit.py", ["tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),
+    "farl": ("anon/nets/farl.py", ["tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),
+    "stylegan2": ("anon/nets/stylegan2.py", ["tests/nets/test_stylegan2.py",
+                                             GOLDEN + "test_stylegan2_rosinality_synthesis_and_mapping_match_the_official_generator",
+                                             GOLDEN + "test_stylegan2_genforce_synthesis_and_truncated_mapping_match_falco",
+                                             GOLDEN + "test_stylegan2_nvidia_synthesis_and_truncated_mapping_match_the_official_generator"]),
+    "e4e": ("anon/nets/e4e.py", ["tests/nets/test_e4e.py", GOLDEN + "test_e4e_codes_match_falco_get_latents"]),
 }
 # Only these functions of a module are mutated (mutmut name patterns); default: all of them. In
 # anon/module.py that is the optimisation loop, not the Lightning hooks that write outputs.
