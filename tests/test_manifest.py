@@ -23,7 +23,7 @@ def _parsed(path):
         try:
             out.append(json.loads(line))
         except json.JSONDecodeError:
-            pass
+            continue
     return out
 
 

@@ -54,13 +54,15 @@ def mapped(line: str, shared: Path, out: Path) -> list[str] | None:
     words = line.split()
     if words[:2] == ["anon", "pipeline"]:
         celeba = shared / "celebahq_sample"
-        data = {"/data/CelebAMask-HQ/CelebA-HQ-img": celeba, "...": celeba, "/data/lfw": shared / "lfw_sample"}
+        # the README's placeholder folders, by their last name ("..." continues the CelebA-HQ line above it)
+        data = {"CelebA-HQ-img": celeba, "...": celeba, "lfw": shared / "lfw_sample"}
         args = []
         for word in words[2:]:
             key, _, value = word.partition("=")
             if key == "dataset.images":
-                word = f"dataset.images={data[value]}"
-                if data[value] == celeba:
+                folder = data[value.rstrip("/").rsplit("/", 1)[-1]]
+                word = f"dataset.images={folder}"
+                if folder == celeba:
                     args += [f"dataset.attributes={celeba / 'CelebAMask-HQ-attribute-anno.txt'}",
                              f"dataset.identities={celeba / 'identity_and_mapping.txt'}"]
             elif word == "trainer=gpu":
