@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from anon.attribute_terms import LowFrequencyColour
+from anon.losses import FalcoLoss, Reference
 from anon.lite.packages import has_package
 from anon.run import build_module
 from tests.conftest import compose_config
@@ -40,7 +41,6 @@ def test_terms_are_reported_added_to_the_total_and_names_checked():
     expected = 10.0 * terms["identity"] + 0.1 * terms["attribute"] + 3 * terms["colour"]
     torch.testing.assert_close(terms["total"], expected)
     assert (terms["colour"] > 0).all()
-    from anon.losses import FalcoLoss
     with pytest.raises(ValueError, match="may not be named"):
         FalcoLoss(terms={"identity": {"term": LowFrequencyColour(), "weight": 1.0}})
 
@@ -81,3 +81,21 @@ def test_each_term_pulls_its_own_measurement_towards_the_original(lfw_face, term
         ref = measure.reference(lfw_face)
         free_distance, held_distance = float(measure(free, ref)), float(measure(held, ref))
     assert held_distance < 0.8 * free_distance, (held_distance, free_distance)
+
+
+@pytest.mark.parametrize("name", ["total", "identity", "attribute", "similarity"])
+def test_a_term_may_not_take_a_falco_terms_name(name):
+    with pytest.raises(ValueError, match="may not be named"):
+        FalcoLoss(terms={name: {"term": LowFrequencyColour(), "weight": 1.0}})
+
+
+def test_extra_terms_are_frozen_and_follow_the_rows_an_early_stop_keeps():
+
+    term = torch.nn.Conv2d(3, 3, 1)  # a term with parameters: the loss must never train them
+    loss = FalcoLoss(terms={"colour": {"term": term, "weight": 1.0}})
+    assert not any(p.requires_grad for p in loss.terms.parameters())
+    ref = Reference(embedding=torch.arange(4.0)[:, None], tokens=torch.arange(4.0)[:, None, None],
+                    terms={"colour": torch.arange(40.0).reshape(4, 10)})
+    kept = ref.select(torch.tensor([1, 3]))
+    assert torch.equal(kept.terms["colour"], torch.tensor([list(range(10, 20)), list(range(30, 40))], dtype=torch.float32))
+    assert torch.equal(kept.embedding[:, 0], torch.tensor([1.0, 3.0]))
