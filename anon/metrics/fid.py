@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -291,4 +293,44 @@ def build_fid(checkpoint: str | Path | None = None, feature: nn.Module | None = 
     return FrechetInceptionDistance(feature=feature, **kwargs)
 
 
-__all__ = ["FIDInceptionV3", "build_fid", "DOWNLOAD_NAME", "FILENAME", "URL"]
+def fid_features(feature: Callable[[torch.Tensor], torch.Tensor], images: Sequence[np.ndarray],
+                 batch_size: int = 16) -> list[torch.Tensor]:
+    """``H x W x 3`` uint8 images -> one CPU feature vector each (what the FID metric's ``update`` extracts).
+
+    Equal-size images go through ``feature`` (e.g. :class:`FIDInceptionV3`, on its own device) together,
+    ``batch_size`` at a time; each image's vector does not depend on the others in its batch.
+    """
+    out: list[torch.Tensor | None] = [None] * len(images)
+    groups: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        groups.setdefault(tuple(image.shape), []).append(i)
+    parameter = next(iter(feature.parameters()), None) if isinstance(feature, nn.Module) else None
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    for indices in groups.values():
+        for start in range(0, len(indices), batch_size):
+            part = indices[start:start + batch_size]
+            x = torch.from_numpy(np.stack([np.asarray(images[i], dtype=np.uint8) for i in part]))
+            with torch.no_grad():
+                f = feature(x.permute(0, 3, 1, 2).contiguous().to(device))
+            for i, row in zip(part, f.reshape(len(part), -1).cpu()):
+                out[i] = row
+    return out
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID of two ``N x F`` feature sets, as torchmetrics' ``FrechetInceptionDistance`` computes it from the
+    same features (float64 sums and outer products, its ``_compute_fid``, the result in the features' dtype)."""
+    from torchmetrics.image.fid import _compute_fid
+
+    if real.shape[0] < 2 or fake.shape[0] < 2:
+        raise ValueError("FID needs at least two real and two fake images")
+    stats = []
+    for f in (real.double(), fake.double()):
+        n = f.shape[0]
+        mean = (f.sum(dim=0) / n).unsqueeze(0)
+        cov = (f.t().mm(f) - n * mean.t().mm(mean)) / (n - 1)
+        stats += [mean.squeeze(0), cov]
+    return float(_compute_fid(*stats).to(real.dtype))
+
+
+__all__ = ["FIDInceptionV3", "build_fid", "fid_features", "frechet_distance", "DOWNLOAD_NAME", "FILENAME", "URL"]

@@ -118,8 +118,8 @@ def summarise(run_dir, records, lines, unreadable, evaluators, limits, state, at
                                        e["confusion"].tolist(), *_inversion_expression(evaluated))
     elif expression_skipped:
         report.expression = Expression(expression_skipped, None, None, None, 0, 0, 0, [], [], 0, 0)
-    if fid is not None and len(evaluated) >= 2:
-        report.fid = float(fid.compute())
+    if fid is not None:  # the FID value (anon.stages.evaluate_merge.fid_value), None under two images
+        report.fid = float(fid)
     return report
 
 

@@ -143,3 +143,31 @@ class ChannelMoments(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.double() / 255.0
         return torch.cat([x.mean(dim=(2, 3)), (x ** 2).mean(dim=(2, 3))], dim=1).float()
+
+
+# ------------------------------------------------------------------------------------------- golden run
+#: the report and verification lines of :func:`golden_run`, written by the one-process loop before evaluation ran
+#: through the Trainer (``experiments/golden/make_evaluate_report.py``)
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "evaluate_report.json"
+
+
+def golden_run(root: Path):
+    """The tiny run and the ``run_evaluate`` arguments both paths are called with."""
+    from anon.metrics.fid import build_fid
+    from anon.stages.evaluate import folder_identity  # (also where the one-process loop had it)
+
+    run = make_run(root)
+    kwargs = dict(detector=fake_detector, thresholds={"cos": 0.5}, attributes=fake_classifier,
+                  identities=folder_identity, inversion_dir=root / "inversions", inversion_source="test inversions",
+                  fid=build_fid(feature=ChannelMoments()), expression=fake_expression, batch_size=2,
+                  verdict=LENIENT)
+    return run, {"cos": FakeCosine(), "dist": FakeDistance()}, kwargs
+
+
+def relative(value, root: str):
+    """Every string with the temporary root in it, with ``<root>`` instead."""
+    if isinstance(value, dict):
+        return {k: relative(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative(v, root) for v in value]
+    return value.replace(root, "<root>") if isinstance(value, str) else value
