@@ -33,11 +33,14 @@ class FakeExpression:
 
 
 class FakeFid:
-    def update(self, images, real):
-        """A constant FID needs no images."""
+    """FID 12.5 by hand: the FID feature is 0 for an original (value < 100) and sqrt(12.5) for an output, so the
+    means differ by sqrt(12.5) and both covariances are 0."""
 
-    def compute(self):
-        return 12.5
+    @staticmethod
+    def inception(images):
+        import torch
+
+        return (images[:, :1, 0, 0].float() >= 100).float() * 12.5 ** 0.5
 
 
 def evaluated_run(root: Path, table: str, cell: str, cos_threshold: float) -> Path:
