@@ -68,7 +68,8 @@ class EvaluationTriples(Dataset):
 
     Item ``k``: ``{"index": k, "id", "label", "record", "original", "anonymised", "inversion"}`` with
     ``H x W x 3`` uint8 arrays (``inversion`` None where there is none), or, when the original or the
-    output cannot be read, ``{"index", "id", "label", "record", "error": "<type>: <message>"}``.
+    output (or an inversion that is there) cannot be read, ``{"index", "id", "label", "record", "error":
+    "<type>: <message>"}``.
     """
 
     def __init__(self, run_dir: str | Path, records: list[dict], label_of: Callable[[str], object],
@@ -82,13 +83,13 @@ class EvaluationTriples(Dataset):
     def __getitem__(self, index: int) -> dict:
         rec = self.records[index]
         item = {"index": index, "id": rec["id"], "label": self.label_of(rec["id"]), "record": rec}
+        inversion = None if self.inversion_dir is None else self.inversion_dir / f"{rec['id']}.png"
         try:
             item["original"] = read_rgb(rec["source"])
             item["anonymised"] = read_rgb(self.run_dir / rec.get("image", f"images/{rec['id']}.png"))
+            item["inversion"] = read_rgb(inversion) if inversion is not None and inversion.is_file() else None
         except (OSError, ValueError) as err:
             return {**{k: item[k] for k in ("index", "id", "label", "record")}, "error": f"{type(err).__name__}: {err}"}
-        inversion = None if self.inversion_dir is None else self.inversion_dir / f"{rec['id']}.png"
-        item["inversion"] = read_rgb(inversion) if inversion is not None and inversion.is_file() else None
         return item
 
 

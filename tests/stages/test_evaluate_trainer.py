@@ -62,6 +62,16 @@ def test_trainer_path_reproduces_the_golden_report_of_the_old_loop(tmp_path):
     assert not (run / "evaluation_shards").exists()  # the ranks' shards are removed once merged
 
 
+def test_a_corrupt_inversion_is_that_items_error_not_a_crash(tmp_path):
+    root = tmp_path.resolve()
+    run, evaluators, kwargs = golden_run(root)
+    (root / "inversions" / "p1" / "a.png").write_bytes(b"not a png")
+    report = run_evaluate(run, evaluators, **{**kwargs, "plots": False})
+    assert report["unreadable"] == ["p1/a", "p5/g"] and report["evaluated"] == 4
+    line = {x["id"]: x for x in _lines(run)}["p1/a"]
+    assert line["passed"] is None and "a.png" in line["error"]
+
+
 class LoggingCosine(FakeCosine):
     """FakeCosine that appends ``<pid> <value>`` per embedded image to a file (ranks are other processes)."""
 
