@@ -97,6 +97,11 @@ class EvaluationModule(pl.LightningModule):
 
     def on_predict_start(self) -> None:
         self.results, self.report = [], None
+        if getattr(self.trainer.strategy.launcher, "_start_method", None) == "fork":
+            # A forked rank inherits the parent's OpenMP state but not its worker threads: the first
+            # multi-threaded op would wait for them forever (GNU OpenMP is not fork-safe). One thread per
+            # rank runs every op inline; the ranks are the parallelism (trainer=ddp_cpu).
+            torch.set_num_threads(1)
         if self.global_rank == 0:
             shutil.rmtree(Path(self.plan.run_dir) / SHARDS, ignore_errors=True)  # a stale run's shards
         self.trainer.strategy.barrier("anon-evaluate-start")

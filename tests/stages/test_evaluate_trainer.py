@@ -21,19 +21,18 @@ from anon.stages.evaluate_merge import merge_results
 from tests.stages.evaluate_fakes import GOLDEN, ChannelMoments, FakeCosine, golden_run, relative
 
 
-def _close(actual, expected, path="report"):
-    """Equal structure and values; floats to 1e-9 relative (float64 sums in another order), FID-style
-    float32 values to 1e-6."""
+def _close(actual, expected, path="report", rel=1e-6, atol=1e-9):
+    """Equal structure and values; floats to ``rel`` (default: float64 sums in another order, float32 FID)."""
     if isinstance(expected, dict):
         assert isinstance(actual, dict) and set(actual) == set(expected), f"{path}: keys {set(actual) ^ set(expected)}"
         for k in expected:
-            _close(actual[k], expected[k], f"{path}.{k}")
+            _close(actual[k], expected[k], f"{path}.{k}", rel, atol)
     elif isinstance(expected, list):
         assert isinstance(actual, list) and len(actual) == len(expected), f"{path}: {actual} != {expected}"
         for i, (a, e) in enumerate(zip(actual, expected)):
-            _close(a, e, f"{path}[{i}]")
+            _close(a, e, f"{path}[{i}]", rel, atol)
     elif isinstance(expected, float) and not isinstance(expected, bool):
-        assert actual == pytest.approx(expected, rel=1e-6, abs=1e-9), f"{path}: {actual} != {expected}"
+        assert actual == pytest.approx(expected, rel=rel, abs=atol), f"{path}: {actual} != {expected}"
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
@@ -155,6 +154,7 @@ def test_batched_fid_features_and_statistics_match_the_metric_fed_one_image_at_a
         frechet_distance(torch.stack(batched[:1]), torch.stack(batched))
 
 
+@pytest.mark.slow
 def test_hydra_trainer_ddp_cpu_runs_two_ranks(tmp_path):
     from tests.stages.evaluate_fakes import make_run
     from tests.stages.test_evaluate import _compose
@@ -169,6 +169,7 @@ def test_hydra_trainer_ddp_cpu_runs_two_ranks(tmp_path):
     one_lines = _lines(run)
     torch.manual_seed(0)
     two = evaluate(_compose(*base, "trainer=ddp_cpu", "trainer.devices=2"))
-    _close(two, one)
-    _close(_lines(run), one_lines, "verification")
+    # a float32 network batched differently on each rank: summation-order noise, far below 1e-4
+    _close(two, one, rel=1e-4, atol=1e-6)
+    _close(_lines(run), one_lines, "verification", rel=1e-4, atol=1e-6)
     assert two["evaluated"] == 5 and np.isfinite(two["evaluators"]["tiny_irse"]["mean_after"])
