@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 from torch.utils.data import Dataset, DistributedSampler
 
 from anon.errors import ConfigError, MissingDataError
@@ -82,7 +83,9 @@ class EvaluationTriples(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rec = self.records[index]
-        item = {"index": index, "id": rec["id"], "label": self.label_of(rec["id"]), "record": rec}
+        label = self.label_of(rec["id"])
+        label = label.item() if isinstance(label, np.generic) else label  # plain values travel in the rank shards
+        item = {"index": index, "id": rec["id"], "label": label, "record": rec}
         inversion = None if self.inversion_dir is None else self.inversion_dir / f"{rec['id']}.png"
         try:
             item["original"] = read_rgb(rec["source"])
