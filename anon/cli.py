@@ -8,14 +8,22 @@
 """
 from __future__ import annotations
 
+import os
 import sys
 
 USAGE = __doc__
 
 
+#: set by ``anon evaluate`` for the processes it starts: Lightning's DDP relaunch (``strategy=ddp``, e.g.
+#: ``trainer=gpu``) re-runs ``anon`` with the Hydra overrides only, without the sub-command
+RELAUNCH_COMMAND = "ANON_CLI_COMMAND"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
+    if os.environ.get(RELAUNCH_COMMAND) == "evaluate" and ("=" in command or command.startswith(("-", "+"))):
+        argv, command = ["evaluate", *argv], "evaluate"  # a rank that Lightning started for `anon evaluate`
     if command in ("", "-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -29,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             from anon.stages.pipeline import pipeline_entry as entry
         elif command == "evaluate":
             from anon.stages.evaluate import evaluate_entry as entry
+
+            os.environ[RELAUNCH_COMMAND] = "evaluate"
         else:
             from anon.photos_cli import photos_entry as entry
         entry()

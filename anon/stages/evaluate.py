@@ -117,6 +117,10 @@ def evaluate(cfg) -> dict:
     from anon.metrics.fid import build_fid
     from anon.stages.common import pick_device
 
+    if cfg.get("seed") is not None:  # every rank builds its own networks: random-weight ones must agree
+        import torch
+
+        torch.manual_seed(int(cfg.seed))
     evaluators, keys, detector = build_evaluators(cfg)
     cal = cfg.get("calibration") or {}
     calibration = (lfw_calibration(cal["images"], cal["pairs"], cal.get("limit"), cal.get("cache"))

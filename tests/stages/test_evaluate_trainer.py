@@ -173,3 +173,44 @@ def test_hydra_trainer_ddp_cpu_runs_two_ranks(tmp_path):
     _close(two, one, rel=1e-4, atol=1e-6)
     _close(_lines(run), one_lines, "verification", rel=1e-4, atol=1e-6)
     assert two["evaluated"] == 5 and np.isfinite(two["evaluators"]["tiny_irse"]["mean_after"])
+
+
+def test_a_relaunched_rank_of_anon_evaluate_runs_evaluate(monkeypatch):
+    """Lightning's DDP relaunch (strategy=ddp: trainer=gpu) re-runs `anon` with the overrides only."""
+    import anon.run
+    import anon.stages.evaluate
+    from anon import cli
+
+    called = []
+    monkeypatch.setattr(anon.stages.evaluate, "evaluate_entry", lambda: called.append(("evaluate", list(cli.sys.argv))))
+    monkeypatch.setattr(anon.run, "hydra_entry", lambda: called.append(("anonymize", list(cli.sys.argv))))
+    monkeypatch.setattr(cli.sys, "argv", ["anon"])
+    monkeypatch.delenv(cli.RELAUNCH_COMMAND, raising=False)
+    cli.main(["run_dir=/x"])  # a plain `anon run_dir=...` is still anonymize
+    cli.main(["evaluate", "run_dir=/x"])  # the launching process: marks its children
+    assert os.environ[cli.RELAUNCH_COMMAND] == "evaluate"
+    cli.main(["run_dir=/x", "trainer=gpu"])  # a child rank
+    assert called == [("anonymize", ["anon", "run_dir=/x"]), ("evaluate", ["anon", "run_dir=/x"]),
+                      ("evaluate", ["anon", "run_dir=/x", "trainer=gpu"])]
+
+
+@pytest.mark.slow
+def test_cli_two_ranks_by_subprocess_relaunch_as_on_gpus(tmp_path):
+    """`anon evaluate ... trainer.strategy=ddp`: rank 1 is a new process started by Lightning (the path of
+    `trainer=gpu`), not a fork; the report is the one-process one."""
+    from anon.stages.evaluate import evaluate
+    from tests.helpers import run_anon
+    from tests.stages.evaluate_fakes import make_run
+    from tests.stages.test_evaluate import _compose
+
+    # tiny_irse has random weights: conf/evaluate.yaml's seed makes them the same in every process
+    tiny = ["evaluators=[tiny_irse]", "~detector", "~expression", "thresholds.tiny_irse=0.5", "pose=null", "device=cpu",
+            "plots=false", f"output_root={tmp_path}", "inversion_dir=null"]
+    one_run, two_run = make_run(tmp_path / "one"), make_run(tmp_path / "two")
+    one = evaluate(_compose(f"run_dir={one_run}", *tiny))
+    proc = run_anon("evaluate", f"run_dir={two_run}", *tiny, "trainer=ddp_cpu", "trainer.devices=2",
+                    "trainer.strategy=ddp")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "MEMBER: 2/2" in proc.stderr
+    two = json.loads((two_run / "report.json").read_text())
+    _close(relative(two, str(two_run)), relative(one, str(one_run)), rel=1e-4, atol=1e-6)
