@@ -36,6 +36,7 @@ from anon.metrics.thresholds import (Calibration, Threshold, calibrate_threshold
                                      read_rgb, resolve_thresholds, write_atomic)
 from anon.metrics.verdict import VerdictThresholds, privacy, utility
 from anon.stages.common import chunks
+from anon.wandb_record import record_evaluation
 
 VERIFICATION = "verification.jsonl"
 REPORT_JSON = "report.json"
@@ -480,6 +481,7 @@ def evaluate(cfg) -> dict:
     vd = report["verdict"]
     print(f"[anon] privacy {vd['privacy']}/{vd['evaluated']}, utility {vd['utility']}/{vd['evaluated']}, "
           f"passed {vd['passed']}/{vd['evaluated']}; report in {Path(cfg.run_dir) / REPORT_MD}", flush=True)
+    record_evaluation(cfg, report)  # into the run's W&B run, if it has one (anon/wandb_record.py)
     return report
 
 
