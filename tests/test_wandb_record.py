@@ -41,7 +41,7 @@ def test_multirun_points_are_own_runs_in_one_group_with_config_and_evaluation(ti
     for i, point in enumerate(points):  # the examples table only where asked for
         evaluate(evaluate_config(point, f"log_examples={i == 0}"))
 
-    runs = read_runs(tmp_path)
+    runs = read_runs(tmp_path, files=4)  # each point: the anonymisation's file, the evaluation's (resumed)
     assert sorted(runs) == sorted(ids.values()) and len(set(ids.values())) == 2, "each point its own W&B run"
     groups = {g for run in runs.values() for g in run.groups}
     assert len(groups) == 1 and "loss.margin=0.3,0.5" in next(iter(groups)), groups
@@ -49,10 +49,10 @@ def test_multirun_points_are_own_runs_in_one_group_with_config_and_evaluation(ti
         run = runs[ids[point]]
         assert all(point in f.parents for f in run.files), "a point's run lives in its own folder"
         assert run.groups == groups, "the evaluation's resumed run keeps the group"
-        assert run.config["loss"]["margin"] == margins[point] and run.config["module"]["steps"] == 2
-        assert run.config["dataset"]["images"] == str(tiny_world / "images")
         keys = run.keys()
         assert {"step/total", "step/identity", "run/identity_similarity_after"} <= keys
+        assert run.config["loss"]["margin"] == margins[point] and run.config["module"]["steps"] == 2
+        assert run.config["dataset"]["images"] == str(tiny_world / "images")
         assert "eval/evaluators/tiny_irse/reidentification_rate" in keys and "eval/verdict/passed" in keys
         report = json.loads((point / "report.json").read_text())
         row = next(r for r in run.history if "eval/verdict/passed" in r)

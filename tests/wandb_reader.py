@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,24 @@ def _key(item) -> str:
     return "/".join(item.nested_key) if item.nested_key else item.key
 
 
-def read_runs(root: Path) -> dict[str, OfflineRun]:
-    """Every offline run under ``root`` by run id."""
+def finished(path: Path) -> bool:
+    """Whether the run's writer got to its ``exit`` record (``run.finish()`` can return before the core
+    process has written the file's tail)."""
+    try:
+        return any(rec.WhichOneof("record_type") == "exit" for rec in records(path))
+    except (AssertionError, struct.error):  # header not written yet
+        return False
+
+
+def read_runs(root: Path, files: int = 0, wait_s: float = 60.0) -> dict[str, OfflineRun]:
+    """Every offline run under ``root`` by run id, once at least ``files`` files are there and each is
+    complete (waiting at most ``wait_s``)."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        paths = list(Path(root).rglob("*.wandb"))
+        if len(paths) >= files and all(finished(p) for p in paths):
+            break
+        time.sleep(0.2)
     runs: dict[str, OfflineRun] = defaultdict(lambda: OfflineRun(""))
     for path in sorted(Path(root).rglob("*.wandb")):
         for rec in records(path):
