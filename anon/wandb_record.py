@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from anon.errors import ConfigError
 from anon.manifest import write_atomic
 
 RECORD = "wandb_run.json"
@@ -35,7 +36,7 @@ def read_record(run_dir: str | Path) -> dict | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a W&B run record ({err}); delete it to start a new W&B run") from None
+        raise ConfigError(f"{path} is not a W&B run record ({err}); delete it to start a new W&B run") from None
     return record if isinstance(record, dict) and record.get("id") else None
 
 

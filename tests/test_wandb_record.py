@@ -89,6 +89,24 @@ def test_step_curve_is_the_mean_over_every_image_of_every_rank(tiny_cfg):
     assert "margin:" in hparams and "lambda_id:" in hparams, "the resolved config is the logger's hyperparameters"
 
 
+def test_a_resumed_run_logs_into_its_w_and_b_run_and_a_corrupt_record_is_one_line(tiny_cfg, tmp_path, monkeypatch):
+    from anon.errors import ConfigError
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = Path(anonymize(tiny_cfg("logger=wandb", "dataset.limit=2"))["run_dir"])
+    first = json.loads((run_dir / RECORD).read_text())
+    anonymize(tiny_cfg("logger=wandb", "dataset.limit=3"))  # resumes the folder: one more image
+    runs = read_runs(run_dir, files=2)
+    assert list(runs) == [first["id"]] and len(runs[first["id"]].files) == 2
+    curve = [r for r in runs[first["id"]].history if "step/images" in r]
+    assert [r["step/images"] for r in curve] == [2] * 4 + [1] * 4  # the second session: its one image
+    steps = [r["trainer/global_step"] for r in runs[first["id"]].history]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps), "the resumed session logs after the first"
+    (run_dir / RECORD).write_text("{not json")
+    with pytest.raises(ConfigError, match="wandb_run.json is not a W&B run record"):
+        anonymize(tiny_cfg("logger=wandb", "dataset.limit=3"))
+
+
 def test_evaluation_of_a_run_without_wandb_logs_nowhere(tmp_path):
     (tmp_path / "run").mkdir()
     cfg = evaluate_config(tmp_path / "run")
