@@ -101,6 +101,19 @@ def close_run(logger, run_dir: Path, next_step: int | None = None, exit_code: in
     logger._experiment = None
 
 
+def log_summary_run(cfg: DictConfig, run_dir: Path, summary: dict) -> None:
+    """A run without a Trainer (the baselines): its config and summary through the configured logger
+    (one W&B run per run folder, as :func:`build_logger`). Rank 0 only."""
+    logger = build_logger(cfg, run_dir)
+    if logger is None:
+        return
+    logger.log_hyperparams(loggable_config(cfg))
+    step = int((read_record(run_dir) or {}).get("next_step", 0))
+    logger.log_metrics({f"run/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, step=step)
+    logger.save()
+    close_run(logger, run_dir, next_step=step + 1)
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 def flat_metrics(report: dict, prefix: str = "eval") -> dict[str, float]:
     """Every number of the report under its path (``eval/evaluators/dlib_resnet/reidentification_rate``);

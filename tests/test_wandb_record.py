@@ -107,6 +107,15 @@ def test_a_resumed_run_logs_into_its_w_and_b_run_and_a_corrupt_record_is_one_lin
         anonymize(tiny_cfg("logger=wandb", "dataset.limit=3"))
 
 
+def test_a_baseline_run_records_its_config_and_summary(tiny_cfg, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = Path(anonymize(tiny_cfg("method=blur", "logger=wandb", "dataset.limit=2"))["run_dir"])
+    (run,) = read_runs(run_dir, files=1).values()
+    assert run.id == json.loads((run_dir / RECORD).read_text())["id"]
+    assert run.config["method"]["_target_"].endswith("Blur") and run.config["dataset"]["limit"] == 2
+    assert [r["run/images_done"] for r in run.history if "run/images_done" in r] == [2]
+
+
 def test_evaluation_of_a_run_without_wandb_logs_nowhere(tmp_path):
     (tmp_path / "run").mkdir()
     cfg = evaluate_config(tmp_path / "run")
