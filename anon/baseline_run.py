@@ -20,6 +20,7 @@ from anon.manifest import ManifestWriter, done_ids
 from anon.outputs import image_path, official_jpeg_pixels, save_jpeg, save_png
 from anon.stages.common import rank_and_world
 from anon.summary import write_run_summary
+from anon.wandb_record import log_summary_run
 
 
 def is_baseline(cfg: DictConfig) -> bool:
@@ -60,6 +61,8 @@ def run_baseline(cfg: DictConfig, run_dir: Path, images: str | Path | None = Non
                         "method": method.name, "image": out_path.relative_to(run_dir).as_posix(),
                         "wall_time_s": time.perf_counter() - started}])
     summary = write_run_summary(run_dir)
+    if rank == 0:
+        log_summary_run(cfg, run_dir, summary)  # the configured logger (W&B: config + summary, as a FALCO run)
     print(f"[anon] {method.name}: {summary['images_done']} done, {summary['images_failed']} failed "
           f"({len(done & set(sources))} already in the manifest); "
           f"outputs in {run_dir}", flush=True)

@@ -24,8 +24,10 @@ from anon.nets.tuned import Offsets, render, select
 from anon.outputs import check_format, code_path, image_path, save_code, save_output, save_png
 from anon.preemption import StopFlag, launcher_forward
 from anon.schedule import fractional_multistep
+from anon.step_curve import StepCurve, gather_curves, merge_curves
 from anon.summary import write_run_summary
 from anon.visuals import comparison_grid
+from anon.wandb_record import close_run
 
 
 @contextmanager
@@ -52,7 +54,8 @@ class FalcoModule(pl.LightningModule):
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``; default Adam lr 0.01).
         scheduler: ``(optimizer, steps) -> LR scheduler`` (default x0.8 at 75 % and 90 %).
         steps: optimisation steps per image (paper: 50).
-        log_every: log batch-mean losses every this many steps (0: never).
+        log_every: log the run's loss curve (each term's mean over every image of every rank at optimisation
+            step s, logged at the end of predict) every this many steps (0: never).
         log_images: also save/log original | initial | anonymised grids. Off by default: originals are
             private data and must not leak into logs unless asked for.
         loss_resolution: render the generator's skip output at this size for the losses during the
@@ -94,7 +97,9 @@ class FalcoModule(pl.LightningModule):
         self._layout_is_channels_last = False  # whether step_function put the networks in NHWC
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
-        self._logged_steps = 0
+        self._curve = StepCurve(self.steps)
+        self.log_step_base = 0  # first logger step of this session (a resumed W&B run continues after its last)
+        self.config_to_log: dict | None = None  # the resolved run config, logged as hyperparameters by rank 0
         self.latent.check_generator(generator)  # fail early on a layer range that does not fit
 
     def train(self, mode: bool = True):
@@ -199,6 +204,9 @@ class FalcoModule(pl.LightningModule):
         if self.run_dir is None:
             raise RuntimeError("FalcoModule.run_dir must be set before trainer.predict")
         self._manifest = ManifestWriter(self.run_dir, self.global_rank)
+        self._curve = StepCurve(self.steps)
+        if self.logger is not None and self.config_to_log is not None:
+            self.logger.log_hyperparams(self.config_to_log)  # rank 0 only (Lightning's loggers)
         # Replaces Lightning's SIGTERM handler for the duration of predict (it broadcasts inside
         # the handler, which can hang ranks that are not in a collective). A rank that launched the
         # others (Lightning's subprocess launcher runs rank 0 in the launching process) passes it on.
@@ -213,7 +221,7 @@ class FalcoModule(pl.LightningModule):
         if batch["id"]:
             with torch.enable_grad():
                 result = self.optimise(batch["image"], batch["w_inversion"], batch["w_neighbour"],
-                                       on_step=self._log_step, keep_initial_images=self.log_images,
+                                       on_step=self._curve.add, keep_initial_images=self.log_images,
                                        targets=batch.get("target"), offsets=batch.get("offsets"))
             records += self._write_outputs(batch, result, time.perf_counter() - started)
             if self.log_images and batch_idx == 0:
@@ -226,12 +234,16 @@ class FalcoModule(pl.LightningModule):
     def on_predict_end(self) -> None:
         self._stop.restore()
         self.trainer.strategy.barrier("anon-predict-end")
+        curve = merge_curves(gather_curves(self._curve.local()))  # every rank's images, not rank 0's only
         if self.global_rank == 0:
             summary = write_run_summary(self.run_dir)
             if self.logger is not None:
+                self._log_curve(curve)
+                last = self.log_step_base + self.steps
                 self.logger.log_metrics({f"run/{k}": v for k, v in summary.items() if isinstance(v, (int, float))},
-                                        step=self._logged_steps)
+                                        step=last)
                 self.logger.save()
+                close_run(self.logger, self.run_dir, next_step=last + 1)
 
     # ------------------------------------------------------------------ outputs and logging
     def _write_outputs(self, batch: dict, result: dict, wall: float) -> list[dict]:
@@ -254,12 +266,12 @@ class FalcoModule(pl.LightningModule):
             })
         return records
 
-    def _log_step(self, step: int, terms: dict) -> None:
-        self._logged_steps += 1
-        if self.logger is None or not self.log_every or step % self.log_every:
-            return
-        self.logger.log_metrics({f"step/{k}": float(v.detach().mean()) for k, v in terms.items()},
-                                step=self._logged_steps)
+    def _log_curve(self, curve: list[tuple[int, int, dict]]) -> None:
+        """``step/<term>``: the term's mean over the images optimised at step s; ``step/images``: how many."""
+        for step, images, means in curve:
+            if self.log_every and step % self.log_every == 0:
+                self.logger.log_metrics({"step/images": images, **{f"step/{k}": v for k, v in means.items()}},
+                                        step=self.log_step_base + step)
 
     def _log_grid(self, originals, initial, anonymised, batch_idx: int) -> None:
         grid = comparison_grid(originals, initial, anonymised)

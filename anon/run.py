@@ -26,6 +26,7 @@ from anon.preemption import Preempted, StopFlag, exit_code, launcher_forward, re
 from anon.summary import SUMMARY, refresh_run_summary, write_run_summary
 from anon.run_id import register_resolvers
 from anon.seeding import built_seeded
+from anon.wandb_record import build_logger, close_run, loggable_config, read_record
 
 
 @contextmanager
@@ -122,7 +123,9 @@ def _anonymize_locked(cfg: DictConfig, run_dir: Path, images: str | Path | None)
     if module.loss.target == "unaligned":  # the source images, before any alignment or resizing
         data.use_targets(cfg.dataset.images)
     already = len(done_ids(run_dir))  # every rank's records (the ranks' own counts live in their processes)
-    logger = instantiate(cfg.logger, save_dir=str(run_dir)) if cfg.get("logger") else None
+    logger = build_logger(cfg, run_dir, write=not is_launched_rank())
+    module.config_to_log = loggable_config(cfg)
+    module.log_step_base = int((read_record(run_dir) or {}).get("next_step", 0))
     trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False, default_root_dir=str(run_dir))
     # The launching process too: it must outlive the ranks finishing their batch, and pass a signal sent
     # to it alone (SLURM, `kill PID`) on to the ranks it started.
@@ -146,6 +149,7 @@ def _anonymize_locked(cfg: DictConfig, run_dir: Path, images: str | Path | None)
         raise
     finally:
         stop.restore()
+        close_run(logger, run_dir, exit_code=1)  # a crash or a stop (a finished predict closed it already)
     summary = {}
     if trainer.global_rank == 0:
         refresh_run_summary(run_dir)  # also when nothing was left to do, or a merge was cut short

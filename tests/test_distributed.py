@@ -1,4 +1,6 @@
 """Two CPU processes (gloo): every image exactly once, all outputs in one run folder."""
+import csv
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -32,3 +34,10 @@ def test_two_process_run_processes_each_image_once(tiny_cfg):
                                                                               "manifest.rank1.jsonl"]
     assert len(list((run_dir / "images").rglob("*.png"))) == TINY_IMAGES
     assert summary["images_done"] == TINY_IMAGES
+    # The logged loss curve is reduced over both ranks' images, not rank 0's batches only: at step 0 it is
+    # the mean initial loss of every image in the manifest.
+    rows = list(csv.DictReader(next(run_dir.rglob("metrics.csv")).open()))
+    first = next(r for r in rows if r.get("step/images") and int(float(r["step"])) == 0)
+    assert int(float(first["step/images"])) == TINY_IMAGES
+    initial = [json.loads(x)["loss_initial"]["total"] for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
+    assert float(first["step/total"]) == pytest.approx(sum(initial) / len(initial), rel=1e-5)

@@ -38,6 +38,7 @@ from anon.stages.evaluate_inputs import (EvaluationTriples, done_records, folder
 from anon.stages.evaluate_items import FIVE_POINT, Measures, PosePair, landmark_pose  # noqa: F401
 from anon.stages.evaluate_merge import FAILED_IDS, REPORT_JSON, REPORT_MD, VERIFICATION  # noqa: F401
 from anon.stages.evaluate_module import EvaluationModule, EvaluationPlan
+from anon.wandb_record import record_evaluation
 
 
 def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, thresholds: dict | None = None,
@@ -159,6 +160,7 @@ def evaluate(cfg) -> dict:
     vd = report["verdict"]
     print(f"[anon] privacy {vd['privacy']}/{vd['evaluated']}, utility {vd['utility']}/{vd['evaluated']}, "
           f"passed {vd['passed']}/{vd['evaluated']}; report in {Path(cfg.run_dir) / REPORT_MD}", flush=True)
+    record_evaluation(cfg, report)  # into the run's W&B run, if it has one (anon/wandb_record.py)
     return report
 
 
