@@ -3,6 +3,7 @@
     anon anonymize [hydra overrides]     anonymise a dataset (default when only overrides are given)
     anon pipeline [hydra overrides]      fakes -> invert -> pair -> anonymize, each stage cached
     anon evaluate run_dir=DIR [...]      verify a finished run image by image (report.md, verification.jsonl)
+    anon publish run_dir=DIR out=DIR     publish only verified images; re-optimise or withhold the rest
     anon photos input=DIR output=DIR     anonymise every face of whole photos (same size and format out)
     anon download NAME|all [--dir DIR]   fetch and verify official checkpoints
 """
@@ -31,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         from anon.weights import download_main
 
         return download_main(argv[1:])
-    if command in ("pipeline", "evaluate", "photos"):
+    if command in ("pipeline", "evaluate", "photos", "publish"):
         sys.argv = [sys.argv[0], *argv[1:]]
         if command == "pipeline":
             from anon.stages.pipeline import pipeline_entry as entry
+        elif command == "publish":
+            from anon.publish.stage import publish_entry as entry
         elif command == "evaluate":
             from anon.stages.evaluate import evaluate_entry as entry
 
