@@ -44,10 +44,12 @@ def settings_from(cfg: DictConfig) -> Settings:
 
 
 def work_folder(cfg: DictConfig) -> Path:
-    """``RUN/publish/<hash>``: one work folder per deciding setup (ladder, retry, deciding evaluators,
+    """``publish.work_dir``, else ``RUN/publish/<hash>``: one work folder per deciding setup (ladder, retry, deciding evaluators,
     thresholds, verdict); a different report set reuses it."""
     from anon.run_id import config_hash
 
+    if cfg.publish.get("work_dir"):
+        return Path(cfg.publish.work_dir)
     key = config_hash(cfg.publish.get("ladder"), cfg.publish.get("utility_retry"), list(cfg.verify.decide),
                       cfg.get("thresholds"), cfg.get("verdict"), cfg.get("detector"), cfg.get("pose"),
                       cfg.get("expression"))
@@ -121,7 +123,7 @@ def publish_folder(cfg: DictConfig, decisions: dict, fallbacks: dict, settings: 
         elif action == L.FALLBACK and item_id in fallbacks and fallbacks[item_id]["passed"]:
             kind, text = _reason(d, settings)
             entry.update(status="published", fallback=settings.fallback, reason=text, reason_kind=kind,
-                         final=fallbacks[item_id], attempt=fallbacks[item_id]["attempt"], setting=settings.fallback)
+                         final={k: v for k, v in fallbacks[item_id].items() if k != "image"}, attempt=fallbacks[item_id]["attempt"], setting=settings.fallback)
             source = Path(fallbacks[item_id]["image"])
         else:
             kind, text = _reason(d, settings)

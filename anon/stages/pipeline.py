@@ -1,4 +1,4 @@
-"""``anon pipeline``: fakes -> invert -> pair -> anonymize (-> evaluate), each stage cached.
+"""``anon pipeline``: fakes -> invert -> pair -> anonymize (-> publish), each stage cached.
 
 Stage folders are named by hashes of the config values that produce them (see ``conf/pipeline.yaml``),
 so a new loss weight re-runs only ``anonymize``; a new generator re-runs everything.
@@ -106,7 +106,19 @@ def run_pipeline(cfg: DictConfig) -> dict:
     if only == "pair":
         return {"stage_dir": stages.pair_dir}
     print("[anon] anonymize", flush=True)
-    return anonymize(cfg, images=aligned_dir)
+    return publish_stage(cfg, anonymize(cfg, images=aligned_dir))
+
+
+def publish_stage(cfg: DictConfig, result: dict) -> dict:
+    """``publish_to=DIR``: after the anonymisation, publish only its verified images (:mod:`anon.publish`)."""
+    if not cfg.get("publish_to") or rank_and_world()[0] != 0:
+        return result
+    from anon.publish.stage import compose_publish, run_publish
+
+    print(f"[anon] publish -> {cfg.publish_to}", flush=True)
+    overrides = [f"run_dir={result['run_dir']}", f"out={cfg.publish_to}", f"output_root={cfg.output_root}",
+                 *list(cfg.get("publish_overrides") or [])]
+    return {**result, "publish": run_publish(compose_publish(overrides))}
 
 
 def require(only: str | None, ready, what: str, stage: str) -> None:
