@@ -44,8 +44,8 @@ def settings_from(cfg: DictConfig) -> Settings:
 
 
 def work_folder(cfg: DictConfig) -> Path:
-    """``publish.work_dir``, else ``RUN/publish/<hash>``: one work folder per deciding setup (ladder, retry, deciding evaluators,
-    thresholds, verdict); a different report set reuses it."""
+    """``publish.work_dir``, else ``RUN/publish/<hash>``: one work folder per deciding setup (ladder, retry,
+    deciding evaluators, thresholds, verdict); a different report set reuses it."""
     from anon.run_id import config_hash
 
     if cfg.publish.get("work_dir"):
@@ -122,8 +122,10 @@ def publish_folder(cfg: DictConfig, decisions: dict, fallbacks: dict, settings: 
             source = Path(rec["image"])
         elif action == L.FALLBACK and item_id in fallbacks and fallbacks[item_id]["passed"]:
             kind, text = _reason(d, settings)
+            chosen = fallbacks[item_id]
             entry.update(status="published", fallback=settings.fallback, reason=text, reason_kind=kind,
-                         final={k: v for k, v in fallbacks[item_id].items() if k != "image"}, attempt=fallbacks[item_id]["attempt"], setting=settings.fallback)
+                         final={k: v for k, v in chosen.items() if k != "image"}, attempt=chosen["attempt"],
+                         setting=settings.fallback)
             source = Path(fallbacks[item_id]["image"])
         else:
             kind, text = _reason(d, settings)

@@ -7,7 +7,8 @@ the same set.
 The deciding threshold is dlib's distance 0.8 instead of its own 0.6: the lite set's 64 px DCGAN outputs
 are all beyond 0.6 from their originals already after the inversion, so at 0.6 nothing would fail privacy
 and the escalation would not be exercised. Pose bounds are 30 degrees (the lite inversion alone moves the
-head by 5-30 degrees) and expression is left out, so that privacy, not utility, decides here.
+head by 5-30 degrees), expression is left out and there is no utility retry, so that privacy, not
+utility, decides here (the utility retry has its own fast test in test_publish_loop.py).
 """
 import json
 import signal
@@ -28,7 +29,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
 IMAGES = 6
 PUBLISH = ["verify.decide=[dlib_resnet_crops]", "verify.report=[dlib_resnet_crops]", "thresholds.dlib_resnet_crops=0.8",
-           "verdict.max_yaw_deg=30", "verdict.max_pitch_deg=30", "~expression", "device=cpu"]
+           "verdict.max_yaw_deg=30", "verdict.max_pitch_deg=30", "~expression", "publish.utility_retry.enabled=false",
+           "device=cpu"]
 
 
 def entries(out: Path) -> dict[str, dict]:
@@ -51,7 +53,7 @@ def test_closed_loop_on_lfw_with_a_weak_first_setting_and_kill_9(shared_data, tm
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("pipeline", overrides=[
             "experiment=lite", f"dataset.images={photos}", f"output_root={tmp_path / 'outputs'}", "device=cpu",
-            "fakes.num_samples=256", "inverter.steps=60", "module.steps=2", f"publish_to={out}"])
+            "fakes.num_samples=256", "inverter.steps=30", "module.steps=2", f"publish_to={out}"])
         with open_dict(cfg):
             cfg.publish_overrides = PUBLISH
         result = run_pipeline(cfg)

@@ -209,3 +209,12 @@ def test_out_inside_the_run_folder_is_refused(tmp_path):
     cfg = compose_publish([f"run_dir={tmp_path / 'run'}", f"out={tmp_path / 'run' / 'pub'}"])
     with pytest.raises(ConfigError, match="outside the run folder"):
         run_publish(cfg)
+
+
+def test_cli_publish_on_a_folder_without_a_run_is_one_line(tmp_path):
+    from tests.helpers import run_anon
+
+    result = run_anon("publish", f"run_dir={tmp_path / 'nothing'}", f"out={tmp_path / 'out'}", timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "run manifest" in result.stderr
+    assert not (tmp_path / "out").exists()
