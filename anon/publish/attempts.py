@@ -8,6 +8,7 @@ folder itself is never written to.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -111,6 +112,13 @@ def verify(eval_cfg: DictConfig, folder: Path, evaluators: list[str], plots: boo
     return {line["id"]: line for line in lines}
 
 
+def file_sha256(path: Path | None) -> str | None:
+    """The sha256 of a file's bytes (None: no file): what was verified is what gets copied."""
+    if path is None or not Path(path).is_file():
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def attempt_record(item_id: str, attempt: int, kind: str, rung: int | None, setting: dict, image: Path | None,
                    line: dict | None, error: str | None = None) -> dict:
     """The manifest record of one attempt for one item, from its verification line (None: not verified)."""
@@ -122,7 +130,7 @@ def attempt_record(item_id: str, attempt: int, kind: str, rung: int | None, sett
     error = error or line.get("error")
     return {
         "id": item_id, "attempt": attempt, "kind": kind, "rung": rung, "setting": setting,
-        "image": None if image is None else str(image),
+        "image": None if image is None else str(image), "sha256": file_sha256(image) if line else None,
         # False only when no deciding evaluator found a face in the original: no attempt can be verified
         "verifiable": evaluable or error is not None or not evaluators,
         "privacy": privacy, "utility": line.get("utility"), "utility_failures": line.get("utility_failures", []),
@@ -136,5 +144,5 @@ def attempt_record(item_id: str, attempt: int, kind: str, rung: int | None, sett
     }
 
 
-__all__ = ["latest_records", "image_of", "link_inputs", "neighbour_pairs", "reoptimise", "write_view", "verify",
+__all__ = ["file_sha256", "latest_records", "image_of", "link_inputs", "neighbour_pairs", "reoptimise", "write_view", "verify",
            "attempt_record"]

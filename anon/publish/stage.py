@@ -133,6 +133,12 @@ def publish_folder(cfg: DictConfig, decisions: dict, fallbacks: dict, settings: 
                 kind, text = f"{settings.fallback} fallback re-identified", \
                     f"{text}; its {settings.fallback} fallback was still re-identified or could not be judged"
             entry.update(reason=text, reason_kind=kind)
+        if source is not None and A.file_sha256(source) != entry["final"].get("sha256"):
+            # the bytes changed after their verification (a run redone in place): never copy them unverified
+            entry.update(status="withheld", image=None, reason_kind="changed after verification",
+                         reason=f"{source} changed after it was verified: not copied (publish.work_dir afresh "
+                                "verifies it again)")
+            source = None
         if source is not None:
             target = out / "images" / f"{item_id}{source.suffix}"
             copy_atomic(source, target)

@@ -218,3 +218,13 @@ def test_cli_publish_on_a_folder_without_a_run_is_one_line(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "run manifest" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_image_changed_after_its_verification_is_never_copied(tmp_path):
+    make_run(tmp_path, {"a/ok": 0, "a/also": 0})
+    publish(tmp_path, Stub({"a/ok": 0, "a/also": 0}))
+    assert set(published_images(tmp_path / "out")) == {"a/ok", "a/also"}
+    png(tmp_path / "run" / "images" / "a" / "ok.png", 42)  # the run's output redone in place
+    _, entries = publish(tmp_path, Stub({"a/ok": 0, "a/also": 0}))
+    assert entries["a/ok"]["status"] == "withheld" and "changed after it was verified" in entries["a/ok"]["reason"]
+    assert published_images(tmp_path / "out") == {"a/also": 0}
