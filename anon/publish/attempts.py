@@ -63,6 +63,7 @@ def neighbour_pairs(run_cfg: DictConfig, ids: list[str], rank: int, path: Path) 
             raise ConfigError(f"neighbour_rank={rank}: the pair stage kept {len(ranked)} neighbour(s) for {item_id}; "
                               f"rerun the pipeline with pair.k={rank + 1} or more")
         chosen[item_id] = ranked[rank]
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(chosen, indent=1, sort_keys=True) + "\n")
     return path
 

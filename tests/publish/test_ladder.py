@@ -72,3 +72,18 @@ def test_settings_are_applied_on_a_copy_of_the_run_config():
     assert run.module.steps == 50 and run.loss.margin == 0.0  # the run's own config is untouched
     with pytest.raises(ConfigError, match="not a number"):
         apply_setting(run, parse_ladder([{"name": "r", "scale": {"loss": 2}}])[0])
+
+
+def test_next_nearest_fake_comes_from_the_pair_stage_table(tmp_path):
+    import json
+
+    from anon.publish.attempts import neighbour_pairs
+
+    (tmp_path / "neighbours.json").write_text(json.dumps({"p/a": {"ids": ["f7", "f3"], "similarity": [0.9, 0.8]}}))
+    run = OmegaConf.create({"dataset": {"pairs": str(tmp_path / "pairs.json")}})
+    path = neighbour_pairs(run, ["p/a"], 1, tmp_path / "attempt" / "pairs.json")
+    assert json.loads(path.read_text()) == {"p/a": "f3"}
+    with pytest.raises(ConfigError, match="pair.k=3"):
+        neighbour_pairs(run, ["p/a"], 2, tmp_path / "attempt" / "pairs.json")
+    with pytest.raises(ConfigError, match="neighbours.json"):
+        neighbour_pairs(OmegaConf.create({"dataset": {"pairs": None}}), ["p/a"], 1, tmp_path / "x.json")

@@ -211,6 +211,7 @@ def test_out_inside_the_run_folder_is_refused(tmp_path):
         run_publish(cfg)
 
 
+@pytest.mark.slow
 def test_cli_publish_on_a_folder_without_a_run_is_one_line(tmp_path):
     from tests.helpers import run_anon
 
