@@ -108,6 +108,8 @@ def verify(eval_cfg: DictConfig, folder: Path, evaluators: list[str], plots: boo
         cfg.inversion_dir = None
         cfg.plots = plots
         cfg.fid.enabled = False
+        if "wandb_record" in cfg:
+            cfg.wandb_record = False  # work folders are not runs of their own in W&B
     evaluate(cfg)
     lines = [json.loads(s) for s in (folder / VERIFICATION).read_text().splitlines() if s.strip()]
     return {line["id"]: line for line in lines}
