@@ -186,6 +186,9 @@ def run_publish(cfg: DictConfig, optimise=None, verify_decide=None, verify_repor
                     (out / f".{name}.tmp").replace(out / name)
         write_atomic(out / "manifest.jsonl", "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
         verdict = OmegaConf.to_container(cfg.get("verdict"), resolve=True) if cfg.get("verdict") else {}
+        verdict["utility_checks"] = [name for name, on in (("pose", cfg.get("pose") is not None),
+                                                           ("expression", bool(cfg.get("expression"))),
+                                                           ("attributes", bool(cfg.get("attributes")))) if on]
         summary = build_summary(entries, decide, report, report_lines, settings_record(settings, work), verdict)
         write_summary(out, summary)
     print(markdown(summary), flush=True)

@@ -85,7 +85,7 @@ def markdown(summary: dict) -> str:
         "# Publication summary", "",
         f"Of **{s['images']}** images, **{s['published']} were published** and **{s['withheld']} withheld**.",
         f"- published at the first verification: {s['published_first_time']}",
-        f"- re-optimised: {s['re_optimised']} images ({s['re_optimisations']} re-optimisations in all)",
+        f"- re-optimised: {s['re_optimised']} image(s) ({s['re_optimisations']} re-optimisation(s) in all)",
         f"- published with a fallback instead of an anonymisation: {sum(s['fell_back'].values())} "
         f"({', '.join(f'{k}: {v}' for k, v in s['fell_back'].items()) or 'none'})",
         f"- published although utility failed (`publish.on_utility_failure=publish`): {s['published_with_failed_utility']}",

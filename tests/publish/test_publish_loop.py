@@ -127,6 +127,7 @@ def test_failures_climb_the_ladder_and_only_passing_images_are_published(tmp_pat
     assert summary["worst_remaining"]["decide"]["stub"]["worst"] == pytest.approx(0.5)
     md = (tmp_path / "out" / "summary.md").read_text()
     assert "**deciding**" in md and "**reporting**" in md and "3 were published" in md
+    assert summary["verdict_thresholds"]["utility_checks"] == ["pose", "expression"]  # conf/evaluate.yaml defaults
     assert not (tmp_path / "run" / "verification.jsonl").exists()  # the run folder itself is not written
 
 
