@@ -93,3 +93,13 @@ def test_from_checkpoint_reads_the_file_with_the_overrides(tmp_path):
     g = StyleGAN2Generator.from_checkpoint(tmp_path / "g.pt", conv_clamp=None, noise_mode="none")
     assert g.noise_mode == "none"
     assert torch.equal(g.synthesis.b4.conv1.weight, nv["synthesis.b4.conv1.weight"])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_zero_style_gives_zero_output_not_nan(fused):
+    """Demodulation keeps its epsilon: a channel group with all-zero modulated weights gives 0, not NaN."""
+    x, weight = torch.randn(2, 4, 6, 6), torch.randn(5, 4, 3, 3)
+    styles = torch.ones(2, 4)
+    styles[0] = 0.0
+    out = modulated_conv2d(x, weight, styles, fused=fused)
+    assert torch.isfinite(out).all() and torch.equal(out[0], torch.zeros_like(out[0]))
