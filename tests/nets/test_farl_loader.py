@@ -51,6 +51,9 @@ def test_mismatch_messages_list_at_most_five_keys_of_each_kind():
     cut = {k: v for k, v in sd.items() if ".resblocks.1." not in k}  # a block of 12 tensors gone
     missing = sorted(k for k in sd if ".resblocks.1." in k)[:5]
     assert _mismatch(enc, cut) == f"<checkpoint>: image tower does not match this ViT (missing {missing})"
+    extra = {f"visual.extra{i}.weight": torch.zeros(1) for i in range(7)}  # seven unknown keys: five named
+    assert _mismatch(enc, {**sd, **extra}) == ("<checkpoint>: image tower does not match this ViT (unexpected "
+                                               f"{sorted(extra)[:5]})")
     wrong = {**sd, **{k: sd[k][..., :-1] for k in sd if k.startswith("visual.") and k.endswith(".bias")}}
     got = _mismatch(enc, wrong)
     first = sorted(k for k in sd if k.startswith("visual.") and k.endswith(".bias"))[:5]
@@ -105,3 +108,14 @@ def test_an_unfrozen_encoder_follows_train_mode():
     enc = FarlAttributes(frozen=False, **TINY)
     assert enc.train().training and not enc.eval().training
     assert any(p.requires_grad for p in enc.parameters())
+
+
+def test_as_given_normalisation_keeps_bf16_images_in_bf16():
+    torch.manual_seed(0)
+    enc = FarlAttributes(**TINY)
+    x = torch.rand(2, 3, 32, 32).to(torch.bfloat16)  # already R x R: no resize
+    mean = torch.tensor(MEAN, dtype=torch.bfloat16).view(1, 3, 1, 1)
+    std = torch.tensor(STD, dtype=torch.bfloat16).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = F.normalize(enc.visual.embed((x - mean) / std), dim=-1)
+        assert torch.equal(enc.embed(x, values="as_given"), expected)
