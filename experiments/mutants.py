@@ -33,20 +33,26 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "schedule": ("anon/schedule.py", ["tests/test_losses.py"]),
     "reid": ("anon/metrics/reid.py", ["tests/metrics/test_reid.py"]),
     "module": ("anon/module.py", ["tests/test_module.py"]),
-    "irse": ("anon/nets/irse.py", ["tests/nets/test_arcface.py", GOLDEN + "test_arcface_ir_se50_matches_falco"]),
-    "vit": ("anon/nets/vit.py", ["tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),
-    "farl": ("anon/nets/farl.py", ["tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),
-    "stylegan2": ("anon/nets/stylegan2.py", ["tests/nets/test_stylegan2.py",
+    "irse": ("anon/nets/irse.py", ["tests/nets/test_irse.py", "tests/nets/test_arcface.py", GOLDEN + "test_arcface_ir_se50_matches_falco"]),
+    "vit": ("anon/nets/vit.py", ["tests/nets/test_vit.py", "tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),
+    "farl": ("anon/nets/farl.py", ["tests/nets/test_farl_loader.py", "tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),
+    "stylegan2": ("anon/nets/stylegan2.py", ["tests/nets/test_stylegan2_paths.py", "tests/nets/test_stylegan2.py",
                                              GOLDEN + "test_stylegan2_rosinality_synthesis_and_mapping_match_the_official_generator",
                                              GOLDEN + "test_stylegan2_genforce_synthesis_and_truncated_mapping_match_falco",
                                              GOLDEN + "test_stylegan2_nvidia_synthesis_and_truncated_mapping_match_the_official_generator"]),
-    "e4e": ("anon/nets/e4e.py", ["tests/nets/test_e4e.py", GOLDEN + "test_e4e_codes_match_falco_get_latents"]),
+    "e4e": ("anon/nets/e4e.py", ["tests/nets/test_e4e_resize.py", "tests/nets/test_e4e.py", GOLDEN + "test_e4e_codes_match_falco_get_latents"]),
 }
 # Only these functions of a module are mutated (mutmut name patterns); default: all of them. In
 # anon/module.py that is the optimisation loop, not the Lightning hooks that write outputs.
 FUNCTIONS: dict[str, list[str]] = {
     "module": ["anon.module.x_tf32_enabled__mutmut_*", "anon.module.xǁFalcoModuleǁoptimise__mutmut_*",
                "anon.module.xǁFalcoModuleǁ_render_and_score__mutmut_*", "anon.module.xǁFalcoModuleǁstep_function__mutmut_*"],
+    # The generator's and the encoder's forward operations (all 854 / 503 mutants take hours on 2 cores:
+    # each e4e mutant runs the 54 s full-size golden test). `--all-functions` mutates everything.
+    "stylegan2": [f"anon.nets.stylegan2.{f}__mutmut_*" for f in (
+        "x_fir_filter", "x_upsample2x", "xǁMappingNetworkǁforward", "x_modulated_conv2d",
+        "xǁStyleGAN2Generatorǁforward", "xǁStyleGAN2Generatorǁfrom_checkpoint")],
+    "e4e": ["anon.nets.e4e.xǁE4EInverterǁforward__mutmut_*"],
 }
 DESELECT = "not compiled"  # torch.compile takes minutes per process on this CPU
 COPY = ["anon", "conf", "tests", "experiments", "pyproject.toml"]
@@ -103,6 +109,7 @@ def main(argv=None) -> int:
     parser.add_argument("--min-left", type=float, default=3.0, help="do not start a module with less left")
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "mutants")
     parser.add_argument("--children", type=int, default=2, help="parallel mutant workers")
+    parser.add_argument("--all-functions", action="store_true", help="ignore FUNCTIONS: mutate every function")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in MODULES]
     if unknown:
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
         started = time.monotonic()
         try:
             proc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.children),
-                                   *FUNCTIONS.get(module, [])],
+                                   *([] if args.all_functions else FUNCTIONS.get(module, []))],
                                   cwd=root, env=environment(), capture_output=True, text=True, timeout=60 * left)
             note = "" if proc.returncode == 0 else f" (mutmut exit {proc.returncode}: {proc.stdout[-300:]!r})"
         except subprocess.TimeoutExpired:
