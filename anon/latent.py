@@ -2,6 +2,13 @@
 
 Default (the paper): rows 0-2 (coarse) and 8-17 (fine) are frozen at the real image's inversion,
 rows 3-7 (middle) are trainable and start from the nearest fake neighbour's code.
+
+A generator without W+ (the lite DCGAN) has one z row; there the split is carried over to per-image
+*weight offsets* (:mod:`anon.nets.tuned`): ``trainable_offsets`` names the generator parameters whose
+offsets the identity loss may move, e.g. the BatchNorm scale/shift of the 8 and 16 px layers (the
+DCGAN's "middle" styles), while the offsets a pivotal inversion fitted to the image (its 32 and 64 px
+"fine" layers) stay as they are unless named too. A named offset starts from the inversion's value,
+or from zero when the inversion has none for it.
 """
 from __future__ import annotations
 
@@ -22,13 +29,16 @@ class LatentLayout:
         frozen_source: code the frozen rows are taken from: ``inversion`` (FALCO) or ``neighbour``.
     """
 
-    def __init__(self, trainable_layers=(3, 8), trainable_init: str = "neighbour", frozen_source: str = "inversion"):
+    def __init__(self, trainable_layers=(3, 8), trainable_init: str = "neighbour", frozen_source: str = "inversion",
+                 trainable_offsets=(), offset_lr: float | None = None):
         start, stop = trainable_layers
         for name, value in (("trainable_init", trainable_init), ("frozen_source", frozen_source)):
             if value not in SOURCES:
                 raise ConfigError(f"latent.{name} must be one of {SOURCES}, not {value!r}")
         self.start, self.stop = int(start), (None if stop is None else int(stop))
         self.trainable_init, self.frozen_source = trainable_init, frozen_source
+        self.trainable_offsets = [str(name) for name in (trainable_offsets or ())]
+        self.offset_lr = None if offset_lr is None else float(offset_lr)
 
     def rows(self, num_ws: int) -> tuple[int, int]:
         """The trainable ``[start, stop)`` for a generator with ``num_ws`` W+ rows (validated)."""
@@ -48,6 +58,13 @@ class LatentLayout:
                 f"{type(generator).__name__} has no W+ space (its latent is one {generator.w_dim}-d code), so "
                 f"latent.trainable_layers=[{self.start}, {self.stop}] does not apply: use latent=whole")
         self.rows(num_ws)
+        if not self.trainable_offsets:
+            return
+        params = dict(generator.named_parameters())
+        unknown = [name for name in self.trainable_offsets if name not in params]
+        if unknown:
+            raise ConfigError(f"latent.trainable_offsets names parameters {type(generator).__name__} does not have: "
+                              f"{unknown} (it has {sorted(params)})")
 
     def split(self, w_inversion: torch.Tensor, w_neighbour: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(frozen, trainable_init)``: the full N x L x D frozen code and the N x k x D start rows."""
@@ -63,3 +80,19 @@ class LatentLayout:
         """Insert the trainable rows into the frozen code: N x L x D, differentiable w.r.t. ``trainable``."""
         start, stop = self.rows(frozen.shape[1])
         return torch.cat([frozen[:, :start], trainable, frozen[:, stop:]], dim=1)
+
+    def split_offsets(self, offsets: dict | None, generator, n: int,
+                      device=None) -> tuple[dict, dict]:
+        """``(fixed, trainable)`` per-image weight offsets (``{name: N x *shape}``): the inversion's
+        offsets not named in ``trainable_offsets`` (detached, untouched) and fresh leaves for the named
+        ones (a copy of the inversion's, or zeros). Both empty when nothing is tuned or trainable."""
+        offsets = dict(offsets or {})
+        params = dict(generator.named_parameters())
+        fixed = {name: value.detach() for name, value in offsets.items() if name not in self.trainable_offsets}
+        trainable = {}
+        for name in self.trainable_offsets:
+            if name in offsets:
+                trainable[name] = offsets[name].detach().clone()
+            else:
+                trainable[name] = torch.zeros(n, *params[name].shape, device=device, dtype=params[name].dtype)
+        return fixed, trainable

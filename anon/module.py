@@ -21,7 +21,7 @@ from anon.latent import LatentLayout
 from anon.losses import FalcoLoss
 from anon.manifest import ManifestWriter
 from anon.nets.tuned import Offsets, render, select
-from anon.outputs import check_format, code_path, image_path, save_code, save_output, save_png
+from anon.outputs import check_format, code_path, image_path, save_code, save_offsets, save_output, save_png
 from anon.preemption import StopFlag, launcher_forward
 from anon.schedule import fractional_multistep
 from anon.step_curve import StepCurve, gather_curves, merge_curves
@@ -118,14 +118,22 @@ class FalcoModule(pl.LightningModule):
         ``offsets``: the images' generator weight offsets from a pivotal-tuning inversion
         (``{name: N x *shape}``; None: the shared generator), which every render of the image uses.
 
-        Returns ``ws`` (N x L x D final codes), ``images`` (N x 3 x R x R), and the per-sample loss terms
-        ``initial`` (at the starting code) and ``final`` (at the returned code).
+        Returns ``ws`` (N x L x D final codes), ``images`` (N x 3 x R x R), ``offsets`` (the weight offsets
+        the images were rendered with: ``latent.trainable_offsets`` moved, the others as given; None
+        without any), and the per-sample loss terms ``initial`` (at the starting code) and ``final``.
         """
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         frozen, start = self.latent.split(w_inversion, w_neighbour)
         trainable = start.clone().requires_grad_(True)
-        optimizer = self.make_optimizer([trainable])
+        # latent.trainable_offsets: which per-image weight offsets the loss may move too; the rest stay fixed
+        fixed, tuned = self.latent.split_offsets(offsets, self.generator, images.shape[0], images.device)
+        params = [trainable]
+        if tuned:
+            group = {"params": [value.requires_grad_(True) for value in tuned.values()]}
+            params = [{"params": params}, group if self.latent.offset_lr is None else {**group, "lr": self.latent.offset_lr}]
+        offsets = {**fixed, **tuned} or None
+        optimizer = self.make_optimizer(params)
         scheduler = self.make_scheduler(optimizer, steps=self.steps)
         ref = self.loss.reference(self.identity, self.attribute, images if targets is None else targets)
         step_losses = self.step_function()
@@ -152,6 +160,7 @@ class FalcoModule(pl.LightningModule):
                 if not active.any():
                     break
                 held = trainable.detach().clone()
+                held_offsets = {name: value.detach().clone() for name, value in tuned.items()}
                 loss = loss[unfinished]
             optimizer.zero_grad(set_to_none=True)
             with tf32_enabled(self.precision == "tf32"):
@@ -161,6 +170,8 @@ class FalcoModule(pl.LightningModule):
             if early_stop:
                 with torch.no_grad():  # finished images keep their code (Adam momentum would move it)
                     trainable[~active] = held[~active]
+                    for name, value in tuned.items():
+                        value[~active] = held_offsets[name][~active]
             steps_taken += active.long()
             if on_step is not None:
                 on_step(step, terms)
@@ -170,8 +181,9 @@ class FalcoModule(pl.LightningModule):
             final = {k: v.detach() for k, v in self.loss(self.identity, self.attribute, final_images, ref).items()}
             if initial is None:  # steps == 0
                 initial, initial_images = final, final_images
+        final_offsets = None if offsets is None else {name: value.detach() for name, value in offsets.items()}
         return {"ws": ws.detach(), "images": final_images, "initial": initial, "final": final,
-                "initial_images": initial_images, "steps": steps_taken}
+                "initial_images": initial_images, "steps": steps_taken, "offsets": final_offsets}
 
     def _render_and_score(self, frozen: torch.Tensor, trainable: torch.Tensor, ref: dict,
                           offsets: Offsets | None = None):
@@ -253,6 +265,8 @@ class FalcoModule(pl.LightningModule):
             out_path = image_path(self.run_dir, image_id, self.output_format)
             save_output(result["images"][i], out_path, self.output_format)
             save_code(result["ws"][i], code_path(self.run_dir, image_id))
+            if self.latent.trainable_offsets and result["offsets"]:  # the moved weights belong to the output
+                save_offsets({k: v[i] for k, v in result["offsets"].items()}, self.run_dir / "offsets" / f"{image_id}.pt")
             init, final = result["initial"], result["final"]
             records.append({
                 "id": image_id, "source": batch["source"][i], "status": "done", "rank": self.global_rank,

@@ -1,0 +1,86 @@
+"""Where the anonymisation acts on the lite DCGAN (``latent.trainable_offsets``): the named per-image
+weight offsets move with z, every other offset and the shared weights stay bitwise as they were, and
+an image in a batch ends where it ends alone."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from anon.errors import ConfigError
+from anon.latent import LatentLayout
+from anon.nets.dcgan import DCGANGenerator
+from anon.run import build_module
+from tests.conftest import compose_config
+
+FINE = ("main.9.weight", "main.10.weight", "main.10.bias", "main.12.weight")  # what conf/inverter/pivotal.yaml tunes
+MIDDLE = ("main.4.weight", "main.4.bias", "main.7.weight", "main.7.bias")
+
+
+def make_problem(latent: str, n: int = 3, *overrides: str):
+    torch.manual_seed(0)
+    module = build_module(compose_config(
+        "dataset.images=unused", "dataset.inversions=unused", "dataset.neighbours=unused",
+        "generator=dcgan_face64", "generator.checkpoint=null", f"latent={latent}",
+        "latent.trainable_init=inversion", "module.steps=5", "optim.lr=0.05", *overrides))
+    g = module.generator
+    params = dict(g.named_parameters())
+    with torch.no_grad():
+        ws = g.mapping(torch.randn(n, g.z_dim))
+        images = g(g.mapping(torch.randn(n, g.z_dim)))  # other faces: the loss has somewhere to go
+    offsets = {name: 0.01 * torch.randn(n, *params[name].shape) for name in FINE}  # as a pivotal inversion leaves them
+    return module, images, ws, offsets
+
+
+@pytest.mark.parametrize("latent, moved", [("whole", ()), ("lite_middle", MIDDLE), ("lite_all", MIDDLE + FINE)])
+def test_only_the_named_offsets_move_and_the_rest_stay_bitwise(latent, moved):
+    module, images, ws, offsets = make_problem(latent)
+    shared = {name: p.detach().clone() for name, p in module.generator.named_parameters()}
+    given = {name: value.clone() for name, value in offsets.items()}
+    steps, module.steps = module.steps, 0  # the start: every offset as the inversion left it (zeros if none)
+    start = module.optimise(images, ws, ws, offsets=offsets)
+    for name, value in start["offsets"].items():
+        assert torch.equal(value, given.get(name, torch.zeros_like(value))), f"{name} does not start at the inversion's"
+    module.steps = steps
+    result = module.optimise(images, ws, ws, offsets=offsets)
+    assert (result["ws"] - ws).abs().amax() > 1e-3, "z must move"
+    assert set(result["offsets"]) == set(FINE) | set(moved)
+    for name, value in result["offsets"].items():
+        start = given.get(name, torch.zeros_like(value))
+        if name in moved:
+            assert (value - start).abs().amax() > 1e-4, f"{name} should be trained"
+        else:
+            assert torch.equal(value, start), f"{name} must stay bitwise frozen"
+    for name, value in given.items():
+        assert torch.equal(offsets[name], value), f"the caller's {name} offsets were changed in place"
+    for name, p in module.generator.named_parameters():
+        assert torch.equal(p, shared[name]), f"the shared generator weight {name} changed"
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()  # see tests/test_pivotal.py: 2 threads' summation noise, batch or not
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# SGD, not Adam: Adam divides each gradient by its own running size, so on offsets whose gradient is
+# ~1e-9 the 1e-7-relative float noise of a batched vs single render becomes lr-sized steps of random
+# sign (the first-step gradients agree to 1e-7 relative). SGD's step is proportional to the gradient,
+# so a batch that mixed images (or averaged their losses) shows, and noise does not.
+def test_image_in_a_batch_ends_where_it_ends_alone_with_trainable_offsets(one_thread):
+    module, images, ws, offsets = make_problem("lite_middle", 3, "optim=sgd", "optim.lr=200")
+    batch = module.optimise(images, ws, ws, offsets=offsets)
+    alone = module.optimise(images[1:2], ws[1:2], ws[1:2], offsets={k: v[1:2] for k, v in offsets.items()})
+    assert (batch["ws"][1] - ws[1]).abs().amax() > 1e-2, "z must really move"
+    torch.testing.assert_close(alone["ws"][0], batch["ws"][1], atol=1e-5, rtol=1e-4)
+    for name in MIDDLE:
+        assert batch["offsets"][name][1].abs().amax() > 1e-3, f"{name} must really move"
+        torch.testing.assert_close(alone["offsets"][name][0], batch["offsets"][name][1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(alone["images"][0], batch["images"][1], atol=1e-4, rtol=1e-4)
+
+
+def test_an_unknown_offset_name_is_a_one_line_config_error():
+    layout = LatentLayout((0, None), trainable_init="inversion", trainable_offsets=["main.99.weight"])
+    with pytest.raises(ConfigError, match=r"^latent\.trainable_offsets names parameters DCGANGenerator does not have"):
+        layout.check_generator(DCGANGenerator(checkpoint=None))
