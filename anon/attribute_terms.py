@@ -8,6 +8,8 @@ adds ``weight * term`` for each configured term and reports each one per step un
 - :class:`LowFrequencyColour`: L1 of block-averaged images (skin tone, hair colour, background).
 - :class:`ExpressionTerm`: KL divergence of an expression classifier's class distributions
   (e.g. mini-Xception), original -> generated.
+- :class:`LandmarkTerm`: distance between the five landmarks (eyes, nose, mouth corners) that the
+  MTCNN O-Net regresses on the generated and the original face: head pose and mouth shape.
 """
 from __future__ import annotations
 
@@ -50,3 +52,43 @@ class ExpressionTerm(nn.Module):
     def forward(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         log_generated = self.classifier(generated).float().clamp_min(self.eps).log()
         return (reference * (reference.log() - log_generated)).sum(1)
+
+
+class LandmarkTerm(nn.Module):
+    """Mean L1 (or squared L2) distance of MTCNN O-Net's five landmarks, generated vs original, per sample.
+
+    The whole aligned face (N x 3 x H x W in [-1, 1]) is the O-Net's box: it is resized to 48 px and
+    scaled as the detector feeds its crops ((x - 127.5) / 128 of 8-bit pixels); the landmarks come out
+    in units of that box (x1..x5, y1..y5 in [0, 1]), so a distance of 0.01 is 1 % of the face's width.
+    Differentiable end to end (antialiased bilinear resize, then the O-Net's convolutions).
+
+    Args:
+        onet: the O-Net (:class:`anon.nets.mtcnn.ONet`, frozen here).
+        distance: ``l1`` (mean absolute coordinate difference) or ``l2`` (mean squared difference).
+    """
+
+    SIZE = 48
+
+    def __init__(self, onet: nn.Module, distance: str = "l1"):
+        super().__init__()
+        if distance not in ("l1", "l2"):
+            raise ValueError(f"landmark term distance must be l1 or l2, not {distance!r}")
+        self.onet = onet.requires_grad_(False).eval()
+        self.distance = distance
+
+    def train(self, mode: bool = True) -> "LandmarkTerm":
+        return super().train(False)
+
+    def landmarks(self, images: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W in [-1, 1] -> N x 10 landmarks (x1..x5, y1..y5) in units of the image."""
+        if images.shape[-2:] != (self.SIZE, self.SIZE):
+            images = F.interpolate(images, size=(self.SIZE, self.SIZE), mode="bilinear", antialias=True,
+                                   align_corners=False)
+        return self.onet(images * (127.5 / 128.0))[1].float()
+
+    def reference(self, originals: torch.Tensor) -> torch.Tensor:
+        return self.landmarks(originals)
+
+    def forward(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        difference = self.landmarks(generated) - reference
+        return (difference.abs() if self.distance == "l1" else difference.square()).mean(1)
