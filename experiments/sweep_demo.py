@@ -48,9 +48,23 @@ def run_sweep(data: Path, limit: int, out: Path, overrides: list[str]) -> None:
     subprocess.run(command, check=True, cwd=REPO)
 
 
-def sweep_runs(out: Path) -> list[Path]:
-    """Run folders of the sweep (each has the resolved ``config.yaml`` and a manifest)."""
-    return sorted(p.parent for p in (out / "sweep").glob("*/manifest.jsonl"))
+def sweep_runs(data: Path, limit: int, out: Path, overrides: list[str]) -> list[Path]:
+    """The run folders of this sweep's points: each point's config composed as the multirun composes it
+    (the grid from ``hydra.sweeper.params``), its content-keyed ``run_name`` under the sweep folder.
+    Runs of other settings left in the same folder are not this sweep's."""
+    from itertools import product
+
+    from hydra import compose, initialize_config_dir
+
+    from anon.run import CONFIG_DIR
+
+    base = ["experiment=lite_sweep_demo", f"dataset.images={data.resolve()}", f"dataset.limit={limit}",
+            f"output_root={out}", *overrides]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        grid = compose("pipeline", overrides=base, return_hydra_config=True).hydra.sweeper.params
+        axes = [[f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in grid.items()]
+        names = [compose("pipeline", overrides=[*base, *point]).run_name for point in product(*axes)]
+    return [out / "sweep" / name for name in names]
 
 
 def evaluate_run(run_dir: Path, out: Path) -> None:
@@ -132,8 +146,12 @@ def plot(rows: list[dict], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     args, overrides = parse(sys.argv[1:] if argv is None else argv)
     out = Path(args["out"])
-    run_sweep(Path(args["data"]), int(args["limit"]), out, overrides)
-    runs = sweep_runs(out)
+    data, limit = Path(args["data"]), int(args["limit"])
+    run_sweep(data, limit, out, overrides)
+    runs = sweep_runs(data, limit, out, overrides)
+    missing = [str(r) for r in runs if not (r / "manifest.jsonl").is_file()]
+    if missing:
+        raise SystemExit(f"sweep_demo: the multirun left no run folder for {missing}")
     for run_dir in runs:
         evaluate_run(run_dir, out)
     rows = sorted((row(r) for r in runs), key=lambda r: (r["lambda_id"], r["landmark_weight"]))
