@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"sweep_demo: the multirun left no run folder for {missing}")
     for run_dir in runs:
-        evaluate_run(run_dir, out)
+        report, manifest = run_dir / "report.json", run_dir / "manifest.jsonl"
+        if not report.is_file() or report.stat().st_mtime < manifest.stat().st_mtime:  # a resumed run re-evaluates
+            evaluate_run(run_dir, out)
     rows = sorted((row(r) for r in runs), key=lambda r: (r["lambda_id"], r["landmark_weight"]))
     (out / "sweep_demo.json").write_text(json.dumps(rows, indent=2) + "\n")
     (out / "sweep_demo.md").write_text(markdown(rows))
