@@ -3,12 +3,16 @@
 ``anon evaluate`` scores three images per item: the original, this inversion and the anonymised
 output. The inversion codes are the run's initial codes (``dataset.inversions`` in the run's
 ``config.yaml``, written by the pipeline's ``invert`` stage); they are rendered by the run's generator
-(``generator`` in the same file) into ``<run_dir>/inversions/<id>.png`` once, and reused after.
+(``generator`` in the same file) into ``<run_dir>/inversions/<id>.png`` once, and reused after. A
+pivotal-tuning inversion's per-image weight offsets (``offsets/<id>.pt`` beside the codes) are part of
+the inversion: each image is rendered with its own (:func:`anon.nets.tuned.render`), else the report
+would score a z-only rendering as "the inversion".
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 INVERSIONS = "inversions"
@@ -26,6 +30,7 @@ def render_inversions(run_dir: str | Path, ids: list[str], batch_size: int = 16,
 
     from anon.data.codes import CodeFolder
     from anon.data.images import to_uint8
+    from anon.nets.tuned import render
     from anon.outputs import save_png
     from anon.stages.common import chunks
 
@@ -45,6 +50,8 @@ def render_inversions(run_dir: str | Path, ids: list[str], batch_size: int = 16,
         return None, f"no evaluated image has a code in {codes_dir}"
     pending = [i for i in have if not (out / f"{i}.png").is_file()]
     description = f"inversion codes {codes_dir} rendered by the run's generator ({generator_cfg.get('_target_')})"
+    if any(codes_offsets_exist(Path(codes_dir), i) for i in have):
+        description += ", each with its pivotal-tuning weight offsets"
     if pending:
         generator = instantiate(generator_cfg).to(device).eval()
         codes = CodeFolder(codes_dir, what="inversion folder")
@@ -52,11 +59,24 @@ def render_inversions(run_dir: str | Path, ids: list[str], batch_size: int = 16,
         for part in chunks(len(pending), batch_size):
             batch = pending[part.start:part.stop]
             ws = torch.stack([codes.load(i, num_ws) for i in batch]).to(device)
+            offsets = [codes.load_offsets(i) for i in batch]
             with torch.no_grad():
-                pixels = to_uint8(generator(ws))
+                if all(o is None for o in offsets):
+                    pixels = to_uint8(generator(ws))
+                else:  # each image with its own weight offsets (one at a time: sets may differ in names)
+                    pixels = np.concatenate([to_uint8(render(generator, w[None], None if o is None else
+                                                        {k: v[None].to(device) for k, v in o.items()}))
+                                        for w, o in zip(ws, offsets)])
             for image_id, image in zip(batch, pixels):
                 save_png(image, out / f"{image_id}.png")
     return out, description
+
+
+def codes_offsets_exist(codes_dir: Path, image_id: str) -> bool:
+    """Whether the inversion of ``image_id`` has weight offsets (``offsets/`` beside ``codes/``)."""
+    from anon.data.codes import CodeFolder
+
+    return CodeFolder(codes_dir, what="inversion folder").offsets_path(image_id).is_file()
 
 
 __all__ = ["INVERSIONS", "render_inversions"]

@@ -54,3 +54,37 @@ def test_an_item_without_the_batch_offsets_fails_alone():
     batch = collate_items([{**item, "offsets": {"w": torch.ones(2)}}, {**item, "id": "b"}])
     assert batch["id"] == ["a"] and batch["failed"][0]["id"] == "b"
     assert "offsets" in batch["failed"][0]["error"]
+
+
+def test_the_report_scores_the_pivotal_inversion_with_its_offsets(tmp_path):
+    """``anon evaluate``'s inversion column renders each code with its own offsets, not z alone."""
+    from omegaconf import OmegaConf
+
+    from anon.nets.dcgan import DCGANGenerator
+    from anon.stages.inversion_images import render_inversions
+
+    torch.manual_seed(0)
+    g = DCGANGenerator(checkpoint=None).requires_grad_(False).eval()
+    codes_dir = tmp_path / "invert" / "codes"
+    ws = torch.randn(2, 1, 100)
+    offsets = {"main.12.weight": 3.0 * torch.randn(2, *g.main[12].weight.shape)}
+    for i in range(2):
+        (codes_dir / "p").mkdir(parents=True, exist_ok=True)
+        torch.save(ws[i], codes_dir / "p" / f"{i}.pt")
+    (tmp_path / "invert" / "offsets" / "p").mkdir(parents=True)
+    torch.save({k: v[1] for k, v in offsets.items()}, tmp_path / "invert" / "offsets" / "p" / "1.pt")
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save({"dataset": {"inversions": str(codes_dir)},
+                    "generator": {"_target_": "anon.nets.dcgan.DCGANGenerator", "checkpoint": None}}, run / "config.yaml")
+
+    torch.manual_seed(0)  # the stage builds the same random generator
+    folder, description = render_inversions(run, ["p/0", "p/1"])
+    assert "offsets" in description
+    from anon.data.images import load_rgb
+
+    plain, tuned = to_uint8(g(ws)), to_uint8(render(g, ws, offsets))
+    assert (tuned[1].astype(int) - plain[1]).__abs__().max() > 10  # the offsets change the picture
+    assert (load_rgb(folder / "p" / "0.png") == plain[0]).all()     # no offsets: the plain generator
+    got = load_rgb(folder / "p" / "1.png").astype(int)
+    assert abs(got - tuned[1]).max() <= 1 and abs(got - plain[1]).max() > 10
