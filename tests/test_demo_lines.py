@@ -18,6 +18,10 @@ def test_demo_prints_inversion_fidelity_and_verdict_counts(evaluated):  # noqa: 
     assert verdict.startswith(f"  verdict ({v['evaluated']} images): privacy {v['privacy']}/{v['evaluated']}")
     assert f"utility {v['utility']}/{v['evaluated']}" in verdict
     assert "passed 2/5 (40.0 %)" in verdict  # the report's "passed (both) | 2 of 5", by hand
+    # each count comes from its own field (here privacy and passed are both 2: make them differ)
+    changed = {**report, "verdict": {**v, "privacy": 4, "utility": 3, "passed": 1}}
+    verdict = result_lines(changed, evaluator="cos")[1]
+    assert "privacy 4/5" in verdict and "utility 3/5" in verdict and "passed 1/5" in verdict
 
 
 def test_demo_lines_refuse_a_report_of_another_schema(evaluated):  # noqa: F811
