@@ -41,7 +41,7 @@ def default_photos(n: int, folder: Path) -> Path:
     return folder
 
 
-def time_variant(name: str, extra: list[str], data: Path, out: Path, n: int) -> dict:
+def time_variant(name: str, extra: list[str], data: Path, out: Path, n: int, fakes_dir: Path | None = None) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
@@ -50,6 +50,8 @@ def time_variant(name: str, extra: list[str], data: Path, out: Path, n: int) -> 
     from anon.stages.pipeline import run_pipeline
 
     base = ["experiment=lite", f"dataset.images={data}", f"output_root={out}", *extra]
+    if fakes_dir:  # a pool built before (same generator, attribute network and fakes config)
+        base.append(f"stages.fakes_dir={fakes_dir}")
     seconds, cpu = {}, {}
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         configs = {s: compose("pipeline", overrides=[*base, f"only={s}"]) for s in STAGES}
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--fakes-dir", type=Path, help="reuse this fake pool (the one-off fakes stage is skipped)")
     args = parser.parse_args(argv)
     import torch
 
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {n} photos, torch threads {torch.get_num_threads()}, load average before "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         for name in args.variants:
-            rows.append(time_variant(name, VARIANTS[name], data.resolve(), out, n))
+            rows.append(time_variant(name, VARIANTS[name], data.resolve(), out, n, args.fakes_dir))
     cols = ["align", "invert", "pair", "anonymize", "evaluate"]
     print("\nwall s per face (CPU s per face, all threads, in brackets: less sensitive to a shared machine)")
     print("| variant | " + " | ".join(cols) + " | total | fakes (once) s | inversion matches | load after |")
