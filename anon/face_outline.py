@@ -57,8 +57,11 @@ def inside_distance(hull: np.ndarray, points: np.ndarray) -> np.ndarray:
     edges = np.roll(hull, -1, axis=0) - hull
     normals = np.stack([-edges[:, 1], edges[:, 0]], axis=-1)  # inward for a counter-clockwise hull
     normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-    offsets = (points[..., None, :] - hull) * normals  # ... x K x 2
-    return offsets.sum(-1).min(-1)
+    x, y = points[..., 0], points[..., 1]
+    distance = np.full(points.shape[:-1], np.inf)
+    for (vx, vy), (nx, ny) in zip(hull, normals):  # one edge at a time: memory of two window-sized arrays
+        np.minimum(distance, (x - vx) * nx + (y - vy) * ny, out=distance)
+    return distance
 
 
 def hull_area(hull: np.ndarray) -> float:
@@ -71,11 +74,18 @@ def hull_mask(hull: np.ndarray, window: tuple[int, int, int, int], feather: floa
     outside the hull, ``smoothstep(d / r)`` inside at distance ``d`` from its border, 1 from ``r`` in, where
     ``r = feather * sqrt(hull area)`` (photo px)."""
     x0, y0, x1, y1 = window
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    # only pixels within the hull's bounding box can be inside it
+    bx0, by0 = max(int(np.floor(hull[:, 0].min())), x0), max(int(np.floor(hull[:, 1].min())), y0)
+    bx1, by1 = min(int(np.ceil(hull[:, 0].max())) + 1, x1), min(int(np.ceil(hull[:, 1].max())) + 1, y1)
+    if bx1 <= bx0 or by1 <= by0:
+        return mask
+    ys, xs = np.mgrid[by0:by1, bx0:bx1].astype(np.float64)
     d = inside_distance(hull, np.stack([xs, ys], axis=-1))
     ramp = max(float(feather) * np.sqrt(hull_area(hull)), 1e-6)
     t = np.clip(d / ramp, 0.0, 1.0)
-    return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
+    mask[by0 - y0:by1 - y0, bx0 - x0:bx1 - x0] = t * t * (3.0 - 2.0 * t)
+    return mask
 
 
 def box_ellipse(box: np.ndarray) -> np.ndarray:
