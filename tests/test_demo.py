@@ -32,7 +32,10 @@ def test_demo_on_two_lfw_photos(shared_data, tmp_path, capsys):
     assert main([f"data={data}", f"out={tmp_path / 'out'}"]) == 0
     out = capsys.readouterr().out
     assert "re-identified by dlib, own_original" in out and "inversion alone" in out
-    assert "face detected in the outputs" in out and "verdict: privacy" in out
+    assert "face detected in the outputs" in out and "verdict (2 images): privacy " in out
+    assert "inversion fidelity: the inversion matches its own original (threshold 0.60) in " in out
+    assert "/2 (" in out.split("inversion fidelity:")[1].splitlines()[0]
+    assert "faces generated at 64 px" in out
     run_dir = next((tmp_path / "out" / "runs").iterdir())
     records = [json.loads(x) for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in records) == ["Aaron_Peirsol_0001", "Abel_Pacheco_0001"]

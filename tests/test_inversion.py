@@ -42,3 +42,16 @@ def test_without_ids_the_image_content_keys_the_start(generator):
 def test_ids_must_match_the_images(generator):
     with pytest.raises(ValueError, match="2 ids for 3 images"):
         OptimisationInverter(generator, steps=0, init="random")(images(3), ids=["a", "b"])
+
+
+def test_pipeline_freezes_the_generator_and_frozen_inversion_gives_the_same_codes(generator):
+    from anon.stages.pipeline import build_inverter
+
+    batch = images(2, seed=5)
+    generator.requires_grad_(True)  # as built: weights that would get gradients
+    unfrozen = OptimisationInverter(generator, steps=3, starts=1, init="random", seed=1)(batch, ids=["a", "b"])
+    cfg = compose_config("inverter=optimisation", "inverter.steps=3", "inverter.init=random", "inverter.seed=1")
+    inverter = build_inverter(cfg, generator)
+    assert not any(p.requires_grad for p in generator.parameters())  # no weight gradients in the inversion
+    frozen = inverter(batch, ids=["a", "b"])
+    assert torch.equal(frozen, unfrozen)  # freezing the weights changes no code, bit for bit

@@ -170,7 +170,7 @@ def test_identity_round_trip_on_smooth_photo_is_exact_up_to_rounding(crop_size):
 def test_paste_blends_over_a_feathered_ramp_without_a_box_edge():
     image = np.full((160, 160, 3), 200, np.uint8)
     anonymizer = stub_anonymizer([face_at(80, 75, eyes=40, angle_deg=10)], Constant(), crop_size=64, zoom=0.6,
-                                 min_face_size=10)
+                                 min_face_size=10, mask_shape="ellipse")
     result = anonymizer.process(image)
     (face,) = result.faces
     local = _shifted(face.transform, 0, 0)
