@@ -61,9 +61,10 @@ def test_two_evaluated_runs_fill_every_column(tmp_path):
     assert sorted(p.name for p in written) == ["lite.csv", "lite.md"]
     rows = list(csv.DictReader(open(tmp_path / "out" / "lite.csv")))
     assert [r["cell"] for r in rows] == ["m = 0.0", "m = 0.5"]
-    assert len(rows[0]) == 3 + 2 * 3 * 3 + 10  # cell run images, 2 evaluators x 3 attacks x 3, 10 metrics
+    assert len(rows[0]) == 3 + 2 * 3 * 3 + 10 + 1  # cell run images, 2 evaluators x 3 attacks x 3, 10 metrics, notes
     for row in rows:
-        assert all(v not in ("", None) for v in row.values()), [k for k, v in row.items() if v in ("", None)]
+        assert row.pop("notes") == ""  # nothing n/a, so nothing to explain
+        assert all(v not in ("", None, "n/a") for v in row.values()), [k for k, v in row.items() if v in ("", None)]
     a = rows[0]
     # hand numbers of tests/stages/test_evaluate.py (threshold 0.5)
     assert a["re-ID % own_original output (cos)"] == "50.0" and a["re-ID % own_original inversion (cos)"] == "100.0"
@@ -74,7 +75,7 @@ def test_two_evaluated_runs_fill_every_column(tmp_path):
     # privacy b, d; utility a, d, e (b's expression flips, c has no pose); passed d
     assert (a["privacy %"], a["utility %"], a["passed %"]) == ("40.0", "60.0", "20.0")
     assert rows[1]["re-ID % own_original output (cos)"] == "0.0"  # threshold 0.95: a (0.9) no longer matches
-    assert "not measured" not in (tmp_path / "out" / "lite.md").read_text()
+    assert "n/a" not in (tmp_path / "out" / "lite.md").read_text()
 
 
 def test_a_renamed_or_missing_report_field_is_an_error(tmp_path):
@@ -98,6 +99,24 @@ def test_a_metric_no_run_measured_is_named_not_blank(tmp_path):
     run = make_run(tmp_path)
     with open(run / "config.yaml", "a") as fh:
         fh.write("table: t\ncell: c\n")
-    run_evaluate(run, {"dist": FakeDistance()}, plots=False, pose=None)
-    md = tables.markdown("t", tables.collect([tmp_path])["t"])
-    assert "Not measured in any run: " in md and "FID" in md.split("Not measured in any run: ")[1]
+    run_evaluate(run, {"dist": FakeDistance()}, plots=False, pose=None)  # every image its own person
+    rows = tables.collect([tmp_path])["t"]
+    md = tables.markdown("t", rows)
+    header, _, *body = [line for line in md.splitlines() if line.startswith("|")]
+    split = lambda line: [c.strip() for c in line[2:-2].split(" | ")]  # noqa: E731 ("|Δyaw|" holds a bar)
+    cells = dict(zip(split(header), split(body[0])))
+    notes = {line.split(" ", 1)[0]: line.split(" ", 1)[1]
+             for line in md.split("Not applicable or not measured:")[1].splitlines() if line.startswith("[")}
+
+    def why(column):  # the reason under the table for an n/a cell
+        text = cells[column]
+        assert text.startswith("n/a ["), (column, text)
+        return notes[text[len("n/a "):].rstrip()]
+    assert why("FID").startswith("FID not computed")
+    assert why("pose error (deg)").startswith("no pose estimator")
+    assert why("detection %").startswith("no face detector")
+    assert why("re-ID % other_photo output (dist)").startswith("no identity has two photos")
+    assert why("attribute agreement %").startswith("no attribute classifier")
+    csv_path = tables.write({"t": rows}, tmp_path / "out")[1]
+    row = next(csv.DictReader(open(csv_path)))
+    assert row["FID"] == "n/a" and "FID: FID not computed" in row["notes"]
