@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     paths = sorted(args.data.rglob("*.jpg"))[:args.images]
     dlib = DlibIdentity(upsample=1)
-    methods = {"blur σ4": GaussianBlur(4), "pixelate 8": Pixelate(8), "pixelate 16": Pixelate(16)}
+    methods = {"blur σ4": GaussianBlur(4), "pixelate 4": Pixelate(4), "pixelate 8": Pixelate(8), "pixelate 16": Pixelate(16)}
     rows = {m: {"detected": 0, "match_detected": 0, "match_in_original_box": 0, "dist_box": []} for m in methods}
     widths, judged = [], 0
     for path in paths:

@@ -19,7 +19,7 @@ what they mean on a real face photo, not on a 64 px thumbnail). Each row's attac
 with its own input crop.
 
 Everything resumes: run folders are content-hashed and skip finished images; a run whose
-``report.json`` is newer than its manifest (with the same evaluators) is not evaluated again.
+``verification.jsonl`` covers exactly its finished images (same evaluators) is not evaluated again.
 The default 8 images per dataset take about 10 minutes on 2 CPU cores (FALCO lite ~15 s per face).
 
     python experiments/tables_lite.py [--images 8] [--margins 0.0 0.5 1.0] [--out outputs/tables_lite]
@@ -110,21 +110,26 @@ def run_dir_of(cfg) -> Path:
     return resolve_run_dir(cfg)
 
 
-def needs_evaluation(run_dir: Path) -> bool:
-    """No ``report.json``, one older than the manifest, or one made with other evaluators."""
-    report = run_dir / "report.json"
-    manifests = list(run_dir.glob("manifest*.jsonl"))
-    if not report.is_file() or not manifests:
-        return True
-    if report.stat().st_mtime < max(p.stat().st_mtime for p in manifests):
+def needs_evaluation(run_dir: Path, fid: bool = False) -> bool:
+    """No ``report.json``, one whose ``verification.jsonl`` does not cover exactly the run's finished
+    images, one made with other evaluators, or one without FID when FID is wanted."""
+    from anon.manifest import current_records
+
+    report, lines = run_dir / "report.json", run_dir / "verification.jsonl"
+    if not report.is_file() or not lines.is_file():
         return True
     try:
-        return sorted(json.loads(report.read_text()).get("evaluators", {})) != sorted(EVALUATORS)
-    except ValueError:
+        data = json.loads(report.read_text())
+        evaluated = {json.loads(line)["id"] for line in lines.read_text().splitlines() if line.strip()}
+    except (ValueError, KeyError):
         return True
+    latest = {r["id"]: r for r in current_records(run_dir)}
+    if evaluated != {i for i, r in latest.items() if r.get("status") == "done"}:
+        return True
+    return sorted(data.get("evaluators", {})) != sorted(EVALUATORS) or (fid and data.get("fid") is None)
 
 
-def run_and_evaluate(row: Row, out: Path) -> Path:
+def run_and_evaluate(row: Row, out: Path, fid: bool = False) -> Path:
     """Run (or resume) the row's pipeline and evaluate it when needed; returns its run folder."""
     from anon.stages.evaluate import evaluate
     from anon.stages.pipeline import run_pipeline
@@ -134,10 +139,11 @@ def run_and_evaluate(row: Row, out: Path) -> Path:
     run_dir = run_dir_of(cfg)
     summary = run_pipeline(cfg)
     run_dir = Path(summary.get("run_dir", run_dir))
-    if needs_evaluation(run_dir):
+    if needs_evaluation(run_dir, fid):
         eval_cfg = compose("evaluate", [f"evaluators=[{','.join(EVALUATORS)}]",
                                         *[f"+thresholds.{name}=null" for name in EVALUATORS if name != "dlib_resnet"],
-                                        f"output_root={out}", f"run_dir={run_dir}"])
+                                        f"output_root={out}", f"run_dir={run_dir}",
+                                        *(["fid.enabled=true"] if fid else [])])
         evaluate(eval_cfg)
     return run_dir
 
@@ -151,6 +157,8 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline-size", type=int, default=256, help="aligned crop size the baselines work on")
     parser.add_argument("--data", type=Path, default=SHARED_DATA, help="folder with celebahq_sample/ and lfw_sample/")
     parser.add_argument("--out", type=Path, default=Path("outputs/tables_lite"))
+    parser.add_argument("--fid", action="store_true", help="FID column (needs the Inception checkpoint of "
+                                                            "`anon download`; meaningless on a few images)")
     args = parser.parse_args(argv)
     if args.images < 1:
         raise SystemExit(f"--images must be >= 1, not {args.images}")
@@ -165,7 +173,7 @@ def main(argv=None) -> int:
             key = tuple(o for o in row.overrides)
             print(f"[tables] {k}/{len(rows)} {row.table}: {row.cell}", flush=True)
             if key not in finished:
-                finished[key] = run_and_evaluate(row, args.out)
+                finished[key] = run_and_evaluate(row, args.out, args.fid)
             row.run_dir = str(finished[key])
     by_table: dict[str, list[dict]] = {}
     for row in rows:

@@ -100,3 +100,13 @@ def test_what_does_not_apply_is_named_not_blank(two_rows):
     assert "Not applicable or not measured:" in md
     for k, reason in enumerate(md.split("Not applicable or not measured:")[1].strip().splitlines(), 1):
         assert reason.startswith(f"[{k}] ") and f"n/a [{k}]" in md
+
+
+def test_a_rerun_skips_finished_runs(two_rows):
+    rows, out = two_rows
+    run = Path(rows[1].run_dir)
+    before = {name: (run / name).stat().st_mtime_ns for name in ("report.json", "verification.jsonl")}
+    manifest = (run / "manifest.jsonl").read_text()
+    assert tables_lite.run_and_evaluate(rows[1], out) == run
+    assert (run / "manifest.jsonl").read_text() == manifest  # no image anonymised twice
+    assert {name: (run / name).stat().st_mtime_ns for name in before} == before  # not evaluated again
