@@ -25,7 +25,8 @@ def write(by_table: dict[str, list[dict]], stem: Path, evaluator: str) -> list[P
     import matplotlib.pyplot as plt
 
     y_col = reid_column(evaluator)
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(12, 5), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(12, 5.5))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.9, bottom=0.2, wspace=0.25)
     left_out = []
     markers = "osD^v<>p"
     for ax, (x_col, x_label) in zip(axes, PANELS):
@@ -42,13 +43,14 @@ def write(by_table: dict[str, list[dict]], stem: Path, evaluator: str) -> list[P
             for x, y, label in points:
                 ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xlabel(x_label)
-        ax.set_ylabel(f"re-identified by {evaluator}, own original (%)  ↓ more private")
+        ax.set_ylabel("re-identified, own original (%)  ↓ private")
         ax.set_ylim(-5, 105)
+        ax.margins(x=0.15)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Privacy-utility trade-off")
+    fig.suptitle(f"Privacy-utility trade-off (re-identification by {evaluator})")
     if left_out:
-        fig.text(0.01, 0.005, "not drawn (metric n/a): " + "; ".join(sorted(set(left_out))), fontsize=6, wrap=True)
+        fig.text(0.01, 0.01, "not drawn (metric n/a): " + "; ".join(sorted(set(left_out))), fontsize=6, wrap=True)
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for suffix in (".png", ".pdf"):
