@@ -120,3 +120,15 @@ def test_a_metric_no_run_measured_is_named_not_blank(tmp_path):
     csv_path = tables.write({"t": rows}, tmp_path / "out")[1]
     row = next(csv.DictReader(open(csv_path)))
     assert row["FID"] == "n/a" and "FID: FID not computed" in row["notes"]
+
+
+def test_tradeoff_figure_is_written_as_png_and_pdf(tmp_path):
+    import tradeoff_figure
+
+    evaluated_run(tmp_path / "a", "sweep_margin", "m = 0.0", 0.5)
+    evaluated_run(tmp_path / "b", "sweep_margin", "m = 0.5", 0.95)
+    rows = tables.collect([tmp_path])
+    rows["methods"] = [dict(rows["sweep_margin"][0], cell="no pose", **{"pose error (deg)": None})]
+    png, pdf = tradeoff_figure.write(rows, tmp_path / "fig" / "tradeoff", "cos")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert tradeoff_figure.reid_column("cos") in rows["methods"][0]
