@@ -66,7 +66,7 @@ def pose_error_by_hand(lines: list[dict]) -> float | None:
 
 def test_two_cells_recomputed_from_the_per_image_records(two_rows):
     rows, out = two_rows
-    table = list(csv.DictReader(open(out / "tables" / "t.csv", encoding="utf-8")))
+    table = list(csv.DictReader((out / "tables" / "t.csv").read_text(encoding="utf-8").splitlines()))
     assert [r["cell"] for r in table] == ["blur σ 2", "pixelate 12 px"]
     assert [r["run"] for r in table] == [r.run_dir for r in rows]  # each row names its run folder
     for row, csv_row in zip(rows, table):
@@ -88,7 +88,7 @@ def test_two_cells_recomputed_from_the_per_image_records(two_rows):
 def test_what_does_not_apply_is_named_not_blank(two_rows):
     rows, out = two_rows
     md = (out / "tables" / "t.md").read_text(encoding="utf-8")
-    table = list(csv.DictReader(open(out / "tables" / "t.csv", encoding="utf-8")))
+    table = list(csv.DictReader((out / "tables" / "t.csv").read_text(encoding="utf-8").splitlines()))
     for csv_row in table:
         assert all(v != "" for k, v in csv_row.items() if k != "notes"), csv_row
         # a baseline has no inversion: those cells are n/a, and the notes column says why
