@@ -5,7 +5,7 @@ and the crop/pool FALCO applies before it) on seeded random weights and a seeded
 writes ``tests/golden/arcface_ir_se50.{json,pt}``. The input is already 256x256, so FALCO's
 ``Resize(256) + CenterCrop(256)`` leaves it unchanged and is not run (it needs torchvision).
 
-    python experiments/golden/make_arcface.py --official-git /work/.mirror/chi0tzp+FALCO/repo
+    python experiments/golden/make_arcface.py --official-git <mirror>/chi0tzp+FALCO/repo
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ Stubbed imports, none of them called on this path: ``models.stylegan2.op`` (CUDA
 import; ``EqualLinear`` without activation does not use them), torchvision, cv2, FALCO's ``lib``
 package and ``models.load_generator`` (imported by ``invert.py`` for its ``main``).
 
-    python experiments/golden/make_e4e.py --official-git /work/.mirror/chi0tzp+FALCO/repo
+    python experiments/golden/make_e4e.py --official-git <mirror>/chi0tzp+FALCO/repo
 """
 from __future__ import annotations
 

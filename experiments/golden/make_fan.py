@@ -10,7 +10,7 @@ last stack in heatmap and image coordinates for a fixed detection box (centre an
 ``utils.py`` imports OpenCV, scikit-image and numba, none of which the used functions need:
 the first two are placeholders and numba's ``jit`` leaves the function as plain Python.
 
-    python experiments/golden/make_fan.py --official-git /work/.mirror/1adrianb+face-alignment/repo
+    python experiments/golden/make_fan.py --official-git <mirror>/1adrianb+face-alignment/repo
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ random weights stand in for the FaRL file; the input is a seeded 224x224 batch, 
 ``Resize(224) + CenterCrop(224)`` (torchvision, not run) leaves it unchanged. Writes
 ``tests/golden/farl_vit_b16.{json,pt}`` with every 4th token (CLS included) to keep the file small.
 
-    python experiments/golden/make_farl.py --official-git /work/.mirror/openai+CLIP/repo \
-        --falco-git /work/.mirror/chi0tzp+FALCO/repo
+    python experiments/golden/make_farl.py --official-git <mirror>/openai+CLIP/repo \
+        --falco-git <mirror>/chi0tzp+FALCO/repo
 """
 from __future__ import annotations
 

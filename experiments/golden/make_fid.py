@@ -14,7 +14,7 @@ being loaded). Input: a seeded 2 x 3 x 150 x 150 batch in [0, 1], so the 299 res
 Writes ``tests/golden/fid_inception_v3.{json,pt}``.
 
     pip download --no-deps torchvision==0.29.1 -d /tmp/tv
-    python experiments/golden/make_fid.py --official-git /work/.mirror/mseitzer+pytorch-fid/repo \
+    python experiments/golden/make_fid.py --official-git <mirror>/mseitzer+pytorch-fid/repo \
         --torchvision-wheel /tmp/tv/torchvision-0.29.1-cp311-cp311-manylinux_2_28_x86_64.whl
 """
 from __future__ import annotations

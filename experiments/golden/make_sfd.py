@@ -13,8 +13,8 @@ image and stores its kept boxes: that path feeds RGB 0..255 without the mean. It
 scikit-image, SciPy and matplotlib are placeholders (not called), and ``torch.cuda.current_device``
 (a cuDNN switch) answers 0 on a machine without CUDA.
 
-    python experiments/golden/make_sfd.py --official-git /work/.mirror/1adrianb+face-alignment/repo \
-        --falco-git /work/.mirror/chi0tzp+FALCO/repo
+    python experiments/golden/make_sfd.py --official-git <mirror>/1adrianb+face-alignment/repo \
+        --falco-git <mirror>/chi0tzp+FALCO/repo
 """
 from __future__ import annotations
 

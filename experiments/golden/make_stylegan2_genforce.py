@@ -8,7 +8,7 @@ stubs. Weights are seeded at the official initialisation scale (unit normal for 
 mapping weights and biases / lr_mul 0.01); the FIR kernel buffers keep the official values and are
 stored in the ``.pt``. Writes ``tests/golden/stylegan2_genforce.{json,pt}``.
 
-    python experiments/golden/make_stylegan2_genforce.py --official-git /work/.mirror/chi0tzp+FALCO/repo
+    python experiments/golden/make_stylegan2_genforce.py --official-git <mirror>/chi0tzp+FALCO/repo
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ in the ``.pt``. The network pickle itself is not committed (it embeds the offici
 test rebuilds it from the seed with the project's pickle-layout helper. Writes
 ``tests/golden/stylegan2_nvidia.{json,pt}``.
 
-    python experiments/golden/make_stylegan2_nvidia.py --official-git /work/.mirror/NVlabs+stylegan2-ada-pytorch/repo
+    python experiments/golden/make_stylegan2_nvidia.py --official-git <mirror>/NVlabs+stylegan2-ada-pytorch/repo
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ the FIR kernel buffers keep the official values and are stored in the ``.pt``. W
 ``tests/golden/stylegan2_rosinality.{json,pt}``: the images, and z with its mapping output.
 
     python experiments/golden/make_stylegan2_rosinality.py \
-        --official-git /work/.mirror/rosinality+stylegan2-pytorch/repo
+        --official-git <mirror>/rosinality+stylegan2-pytorch/repo
 """
 from __future__ import annotations
 

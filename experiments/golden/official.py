@@ -3,6 +3,8 @@
 The official repository is given as a git directory (``--official-git``, e.g. a bare mirror). Its
 Python sources at ``HEAD`` are exported into a temporary folder outside the project, which goes on
 ``sys.path``; nothing of it is copied into the project. The commit is recorded with the outputs.
+In the scripts' usage lines ``<mirror>/owner+name/repo`` stands for such a git directory, e.g. made by
+``git clone --mirror https://github.com/owner/name``.
 """
 from __future__ import annotations
 
