@@ -1,4 +1,4 @@
-"""Write ``tests/golden/evaluate_report.json``: the evaluate stage's report and verification lines on the
+"""Write ``tests/stages/evaluate_report_golden.json``: the evaluate stage's report and verification lines on the
 tiny hand-made run of ``tests/stages/evaluate_fakes.py``, as written by the one-process evaluation loop
 (``anon/stages/evaluate.py`` at commit e8d393f, before evaluation ran through the Trainer).
 
