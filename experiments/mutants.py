@@ -29,10 +29,11 @@ GOLDEN = "tests/nets/test_golden.py::"  # a network's forward is guarded by its 
 # module -> (file to mutate, the tests that guard it); slow tests left out (they run in `make test`)
 MODULES: dict[str, tuple[str, list[str]]] = {
     "losses": ("anon/losses.py", ["tests/test_losses.py", "tests/test_loss_target.py", "tests/test_attribute_terms.py"]),
-    "latent": ("anon/latent.py", ["tests/test_latent.py"]),
+    "latent": ("anon/latent.py", ["tests/test_latent.py", "tests/test_latent_offsets.py"]),
     "schedule": ("anon/schedule.py", ["tests/test_losses.py"]),
     "reid": ("anon/metrics/reid.py", ["tests/metrics/test_reid.py"]),
-    "module": ("anon/module.py", ["tests/test_module.py"]),
+    "module": ("anon/module.py", ["tests/test_module.py", "tests/test_latent_offsets.py", "tests/stages/test_invert_offsets.py",
+                                 "tests/test_loss_target.py"]),
     "irse": ("anon/nets/irse.py", ["tests/nets/test_irse.py", "tests/nets/test_arcface.py", GOLDEN + "test_arcface_ir_se50_matches_falco"]),
     "vit": ("anon/nets/vit.py", ["tests/nets/test_vit.py", "tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),
     "farl": ("anon/nets/farl.py", ["tests/nets/test_farl_loader.py", "tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),

@@ -84,3 +84,34 @@ def test_an_unknown_offset_name_is_a_one_line_config_error():
     layout = LatentLayout((0, None), trainable_init="inversion", trainable_offsets=["main.99.weight"])
     with pytest.raises(ConfigError, match=r"^latent\.trainable_offsets names parameters DCGANGenerator does not have"):
         layout.check_generator(DCGANGenerator(checkpoint=None))
+
+
+def test_offset_lr_is_the_offsets_own_learning_rate():
+    """``latent.offset_lr`` reaches the optimiser: at 0 the trainable offsets stay at their start while z moves."""
+    module, images, ws, offsets = make_problem("lite_middle", 2, "latent.offset_lr=0.0")
+    result = module.optimise(images, ws, ws, offsets=offsets)
+    assert (result["ws"] - ws).abs().amax() > 1e-3, "z must move at the optimiser's lr"
+    for name in MIDDLE:
+        assert torch.equal(result["offsets"][name], torch.zeros_like(result["offsets"][name])), name
+    moved = make_problem("lite_middle", 2)  # the same problem with offset_lr null: they do move
+    assert all((moved[0].optimise(*moved[1:3], moved[2], offsets=moved[3])["offsets"][n]).abs().amax() > 1e-4
+               for n in MIDDLE)
+
+
+def test_early_stop_with_trainable_offsets_keeps_each_image_on_its_own_trajectory(one_thread):
+    """Finished images leave the batch with their offsets: the others are rendered with their own
+    (fixed and trainable) offsets and end where they end without early stop."""
+    module, images, ws, offsets = make_problem("lite_middle", 4, "optim=sgd", "optim.lr=200")
+    plain = module.optimise(images, ws, ws, offsets=offsets)
+    tolerance = float(plain["final"]["identity"].median())
+    module.early_stop_tolerance = tolerance
+    try:
+        stopped = module.optimise(images, ws, ws, offsets=offsets)
+    finally:
+        module.early_stop_tolerance = None
+    never = stopped["steps"] == module.steps
+    assert never.any() and (~never).any()
+    torch.testing.assert_close(stopped["ws"][never], plain["ws"][never], atol=1e-5, rtol=1e-4)
+    for name in MIDDLE:
+        torch.testing.assert_close(stopped["offsets"][name][never], plain["offsets"][name][never], atol=1e-5, rtol=1e-4)
+    assert (stopped["final"]["identity"][~never] <= tolerance + 1e-5).all()
