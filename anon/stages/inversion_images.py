@@ -50,11 +50,11 @@ def render_inversions(run_dir: str | Path, ids: list[str], batch_size: int = 16,
         return None, f"no evaluated image has a code in {codes_dir}"
     pending = [i for i in have if not (out / f"{i}.png").is_file()]
     description = f"inversion codes {codes_dir} rendered by the run's generator ({generator_cfg.get('_target_')})"
-    if any(codes_offsets_exist(Path(codes_dir), i) for i in have):
+    codes = CodeFolder(codes_dir, what="inversion folder")
+    if any(codes.offsets_path(i).is_file() for i in have):
         description += ", each with its pivotal-tuning weight offsets"
     if pending:
         generator = instantiate(generator_cfg).to(device).eval()
-        codes = CodeFolder(codes_dir, what="inversion folder")
         num_ws = getattr(generator, "num_ws", None)
         for part in chunks(len(pending), batch_size):
             batch = pending[part.start:part.stop]
@@ -70,13 +70,6 @@ def render_inversions(run_dir: str | Path, ids: list[str], batch_size: int = 16,
             for image_id, image in zip(batch, pixels):
                 save_png(image, out / f"{image_id}.png")
     return out, description
-
-
-def codes_offsets_exist(codes_dir: Path, image_id: str) -> bool:
-    """Whether the inversion of ``image_id`` has weight offsets (``offsets/`` beside ``codes/``)."""
-    from anon.data.codes import CodeFolder
-
-    return CodeFolder(codes_dir, what="inversion folder").offsets_path(image_id).is_file()
 
 
 __all__ = ["INVERSIONS", "render_inversions"]
