@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one prepared run (< 8 minutes on one H100/H200): config-f 1024 + IR-SE-50 +
+# The GPU checks in one prepared run (< 9 minutes on one H100/H200): the anonymize stage through
+# Lightning on the GPU against a CPU run (experiments/gpu_pipeline_check.py), then the benchmark: config-f 1024 + IR-SE-50 +
 # FaRL ViT-B/16 (random weights), paper settings (50 steps). One process: the official per-image loop
 # as the baseline, then our batched loop in fp32, TF32, bf16, channels_last, the 256 px loss path,
 # early stop and torch.compile (last: it compiles first). Every finished row is written to JSON at once (a timeout keeps what was done); a batch
@@ -24,9 +25,11 @@ if [ "${1:-}" = "--device" ] && [ "${2:-}" = "cpu" ]; then
   exit 0
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
+# Lightning on the GPU end to end (trainer=gpu, the tiny config): every image once, codes near a CPU run.
+timeout 120 $py experiments/gpu_pipeline_check.py --json "$out/gpu_pipeline.json" 2>&1 | tee "$out/gpu_pipeline.txt" || true
 # fp32 needs ~2.8 GiB of activations per 1024 px image (measured on CPU): B=16 is the largest
 # fp32 row that surely fits an 80 GB card; bigger rows that do not fit are recorded as such.
-timeout 450 $py experiments/bench.py --full --device cuda --images 32 --baseline-images 3 \
+timeout ${BENCH_TIMEOUT:-400} $py experiments/bench.py --full --device cuda --images 32 --baseline-images 3 \
   --rows 8 16 16,tf32 16,bf16 32,bf16 16,bf16,channels_last 32,bf16,loss256 16,bf16,stop0.05 \
     16,bf16,compile 32,bf16,loss256,channels_last,compile \
   --json "$out/gpu_bench.json" 2>&1 | tee "$out/gpu_bench.txt"
