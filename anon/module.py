@@ -32,10 +32,12 @@ from anon.wandb_record import close_run
 
 @contextmanager
 def tf32_enabled(enabled: bool):
-    """TF32 matmuls/convolutions inside the block only (the flags are process-wide)."""
+    """TF32 matmuls/convolutions inside the block if ``enabled``, true float32 otherwise (the flags are
+    process-wide and restored after). PyTorch's own default lets cuDNN convolutions use TF32 on Ampere and
+    newer GPUs, so without forcing it off ``precision=32`` would not be float32 there (an H200 moved the
+    tiny config's first loss by 5.6e-4 against the CPU's)."""
     saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    if enabled:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)
     try:
         yield
     finally:
@@ -135,7 +137,8 @@ class FalcoModule(pl.LightningModule):
         offsets = {**fixed, **tuned} or None
         optimizer = self.make_optimizer(params)
         scheduler = self.make_scheduler(optimizer, steps=self.steps)
-        ref = self.loss.reference(self.identity, self.attribute, images if targets is None else targets)
+        with tf32_enabled(False):  # the reference and the final scores are always float32
+            ref = self.loss.reference(self.identity, self.attribute, images if targets is None else targets)
         step_losses = self.step_function()
         initial = initial_images = None
         active = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
@@ -175,7 +178,7 @@ class FalcoModule(pl.LightningModule):
             steps_taken += active.long()
             if on_step is not None:
                 on_step(step, terms)
-        with torch.no_grad():
+        with torch.no_grad(), tf32_enabled(False):
             ws = self.latent.compose(frozen, trainable)
             final_images = render(self.generator, ws, offsets)
             final = {k: v.detach() for k, v in self.loss(self.identity, self.attribute, final_images, ref).items()}

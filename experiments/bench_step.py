@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="32", choices=["32", "tf32", "bf16"])
     parser.add_argument("--compare-eager", action="store_true",
                         help="also run the plain step once and print how far these options move its outputs")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="profile one more step with torch.profiler; write its top operators by device time here")
     args = parser.parse_args(argv)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("anonymize", overrides=["dataset.images=-", "dataset.inversions=-", "dataset.neighbours=-",
@@ -73,7 +75,24 @@ def main(argv=None) -> int:
           f"= {sorted(times)[len(times) // 2] / n:.2f} s/image; peak RSS {peak_rss_gib():.2f} GiB", flush=True)
     if eager is not None:
         report_deviation(eager, one_step(step, frozen, trainable, ref))
+    if args.profile is not None:
+        profile_step(step, frozen, trainable, ref, args.profile)
     return 0
+
+
+def profile_step(step, frozen, trainable, ref, path: Path) -> None:
+    """Where one step's time goes: the 25 operators (and kernels) with the most device time."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        one_step(step, frozen, trainable, ref)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=25)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table)
+    print(table, flush=True)
 
 
 def one_step(step, frozen, trainable, ref) -> dict:

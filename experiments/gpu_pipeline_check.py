@@ -6,8 +6,8 @@ On the tiny config (random-weight networks of the real architectures) it writes 
 (images made by the tiny generator, their true codes as inversions, truncated samples as neighbours),
 then runs `anon anonymize` twice as a user would, once with `trainer=gpu` and once with `trainer=cpu`,
 and checks what must hold on any device: every image has exactly one `done` record, one code and one
-image; and the GPU's codes and identity similarities stay close to the CPU's (they are not bitwise
-equal: other kernels round differently). Exit status 1 when a check fails. Part of
+image; the loss at the start agrees with the CPU's to float rounding, and the final codes and identity
+similarities stay within 1e-3 (not bitwise: other kernels round differently). Exit status 1 when a check fails. Part of
 experiments/gpu_check.sh; on a machine without CUDA it says so and exits 2.
 """
 from __future__ import annotations
@@ -105,17 +105,25 @@ def main() -> int:
             checks[f"{trainer}_one_image_per_id"] = len(list((run_dir / "images").rglob("*.png"))) == args.images
         first = runs[args.first]
         gpu, cpu = records(first), records(runs["cpu"])
-        code_gaps, similarity_gaps = [], []
+        code_gaps, start_gaps, similarity_gaps = [], [], []
         for image_id in sorted(cpu):
             a = torch.load(first / "codes" / f"{image_id}.pt", map_location="cpu")
             b = torch.load(runs["cpu"] / "codes" / f"{image_id}.pt", map_location="cpu")
             code_gaps.append(float((a - b).abs().max()))
-            similarity_gaps.append(abs(gpu[image_id][0]["identity_similarity_after"] - cpu[image_id][0]["identity_similarity_after"]))
+            g, c = gpu[image_id][0], cpu[image_id][0]
+            start_gaps.append(max(abs(g["identity_similarity_before"] - c["identity_similarity_before"]),
+                                  *(abs(g["loss_initial"][k] - c["loss_initial"][k]) / max(1.0, abs(c["loss_initial"][k]))
+                                    for k in c["loss_initial"])))
+            similarity_gaps.append(abs(g["identity_similarity_after"] - c["identity_similarity_after"]))
+        result["max_start_gap_gpu_vs_cpu"] = max(start_gaps)
         result["max_code_gap_gpu_vs_cpu"] = max(code_gaps)
         result["max_identity_similarity_gap_gpu_vs_cpu"] = max(similarity_gaps)
-        # TF32 is off by default, so both run fp32; after a few steps the two stay near (tiny nets, not chaotic)
-        checks["gpu_codes_near_cpu"] = max(code_gaps) < 1e-2
-        checks["gpu_similarity_near_cpu"] = max(similarity_gaps) < 1e-2
+        # Before any step both devices see the same codes: the loss and similarity agree to float rounding.
+        # After 20 steps in true float32 the codes stay within 1.4e-4 of the CPU's (H200, 2026-11-30); with
+        # the TF32 convolutions PyTorch allows by default they ended 0.1 apart (see anon.module.tf32_enabled).
+        checks["gpu_start_matches_cpu"] = max(start_gaps) < 1e-4
+        checks["gpu_codes_near_cpu"] = max(code_gaps) < 1e-3
+        checks["gpu_final_similarity_near_cpu"] = max(similarity_gaps) < 1e-3
     return finish(result, args.json)
 
 

@@ -230,6 +230,36 @@ def test_tf32_is_on_during_the_steps_only(tiny_problem):
     assert backwards == [(True, True)] * 2
 
 
+def test_precision_32_turns_off_the_tf32_pytorch_allows_by_default(tiny_problem):
+    """PyTorch lets cuDNN convolutions use TF32 by default (``cudnn.allow_tf32`` is True): on an Ampere or
+    newer GPU "float32" would then be TF32 (an H200 moved the tiny config's first loss by 5.6e-4 against the
+    CPU). With ``precision=32`` every forward and backward of the loop sees both flags off, and the
+    process's own flags come back afterwards."""
+    module, images, w_inv, w_nb = tiny_problem
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    forwards, backwards = [], []
+    make = module.make_optimizer
+
+    def make_watched(params):
+        params[0].register_hook(lambda grad: backwards.append(flags()))
+        return make(params)
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    handle = module.identity.register_forward_pre_hook(lambda m, args: forwards.append(flags()))
+    module.steps, module.make_optimizer = 2, make_watched
+    try:
+        assert module.precision == "32"
+        module.optimise(images[:1], w_inv[:1], w_nb[:1])
+        assert flags() == (True, True), "the process-wide flags are put back after the loop"
+    finally:
+        module.steps, module.make_optimizer = 8, make
+        handle.remove()
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+    assert forwards == [(False, False)] * 4
+    assert backwards == [(False, False)] * 2
+
+
 def test_compiled_step_matches_the_eager_step(tiny_problem):
     module, images, w_inv, w_nb = tiny_problem
     module.steps = 2
