@@ -15,16 +15,29 @@ import sys
 USAGE = __doc__
 
 
-#: set by ``anon evaluate`` for the processes it starts: Lightning's DDP relaunch (``strategy=ddp``, e.g.
-#: ``trainer=gpu``) re-runs ``anon`` with the Hydra overrides only, without the sub-command
+#: set by ``anon evaluate`` and ``anon pipeline`` for the processes they start: Lightning's DDP relaunch
+#: (``strategy=ddp``, e.g. ``trainer=gpu``) re-runs ``anon`` with the Hydra overrides only, without the
+#: sub-command, which would otherwise make every other rank of ``anon pipeline`` a plain ``anon anonymize``
 RELAUNCH_COMMAND = "ANON_CLI_COMMAND"
+
+
+def relaunched(argv: list[str]) -> list[str]:
+    """The command line of a rank that Lightning started for ``anon evaluate`` or ``anon pipeline``.
+
+    In a pipeline only the anonymisation starts a Trainer, after rank 0 has run (and cached) every stage
+    before it: the new rank runs ``only=anonymize`` (unless the user chose a stage)."""
+    command = os.environ[RELAUNCH_COMMAND]
+    if command == "pipeline" and not any(a.lstrip("+~").startswith("only=") for a in argv):
+        return [command, *argv, "only=anonymize"]
+    return [command, *argv]
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else ""
-    if os.environ.get(RELAUNCH_COMMAND) == "evaluate" and ("=" in command or command.startswith(("-", "+"))):
-        argv, command = ["evaluate", *argv], "evaluate"  # a rank that Lightning started for `anon evaluate`
+    if os.environ.get(RELAUNCH_COMMAND) in ("evaluate", "pipeline") and ("=" in command or command.startswith(("-", "+"))):
+        argv = relaunched(argv)
+        command = argv[0]
     if command in ("", "-h", "--help", "help"):
         print(USAGE)
         return 0
@@ -36,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.argv = [sys.argv[0], *argv[1:]]
         if command == "pipeline":
             from anon.stages.pipeline import pipeline_entry as entry
+
+            os.environ[RELAUNCH_COMMAND] = "pipeline"
         elif command == "publish":
             from anon.publish.stage import publish_entry as entry
         elif command == "evaluate":

@@ -101,3 +101,39 @@ def test_two_runs_of_the_default_pipeline_give_identical_fakes_pairs_and_images(
     for path in images_a:
         a, b = (np.asarray(Image.open(p)) for p in (path, run_b / path.relative_to(run_a)))
         assert np.array_equal(a, b), path
+
+
+def test_a_relaunched_rank_of_anon_pipeline_runs_its_anonymisation(monkeypatch):
+    """Lightning's DDP relaunch re-runs `anon` with the overrides only: a rank it starts for `anon pipeline`
+    must join the pipeline's anonymisation (the stages before it are cached by then), not run `anon anonymize`."""
+    import anon.run
+    import anon.stages.pipeline
+    from anon import cli
+
+    called = []
+    monkeypatch.setattr(anon.stages.pipeline, "pipeline_entry", lambda: called.append(("pipeline", list(cli.sys.argv))))
+    monkeypatch.setattr(anon.run, "hydra_entry", lambda: called.append(("anonymize", list(cli.sys.argv))))
+    monkeypatch.setattr(cli.sys, "argv", ["anon"])
+    monkeypatch.delenv(cli.RELAUNCH_COMMAND, raising=False)
+    cli.main(["pipeline", "dataset.images=/x"])  # the launching process: marks its children
+    cli.main(["dataset.images=/x", "trainer=gpu"])  # a child rank
+    cli.main(["dataset.images=/x", "only=anonymize"])  # a child of `anon pipeline only=anonymize`
+    assert called == [("pipeline", ["anon", "dataset.images=/x"]),
+                      ("pipeline", ["anon", "dataset.images=/x", "trainer=gpu", "only=anonymize"]),
+                      ("pipeline", ["anon", "dataset.images=/x", "only=anonymize"])]
+
+
+def test_pipeline_with_two_ranks_by_subprocess_relaunch_as_on_gpus(tiny_world, tmp_path):
+    """`anon pipeline ... trainer.strategy=ddp` (the path of `trainer=gpu`): Lightning starts rank 1 as a new
+    `anon` process with the overrides only; every image is still anonymised exactly once, by both ranks."""
+    from tests.helpers import run_anon
+
+    proc = run_anon("pipeline", f"dataset.images={tiny_world / 'images'}", f"output_root={tmp_path}",
+                    "dataset.image_size=64", "module.steps=1", "fakes.num_samples=32", "device=cpu",
+                    "dataset.batch_size=2", f"run_dir={tmp_path / 'run'}", "trainer=ddp_cpu", "trainer.devices=2",
+                    "trainer.strategy=ddp", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = shard_lines(tmp_path / "run")
+    counts = Counter(r["id"] for r in lines)
+    assert len(counts) == 6 and set(counts.values()) == {1}
+    assert {r["rank"] for r in lines} == {0, 1} and all(r["status"] == "done" for r in lines)
