@@ -1,7 +1,8 @@
-"""Reports: the markdown page of an evaluation, its plots (drawn with PIL), and the sweep trade-off table.
+"""Reports: the markdown page of an evaluation, its plots (matplotlib, :mod:`anon.plots`), and the sweep trade-off table.
 
 * :func:`markdown` renders a ``report.json`` (written by :mod:`anon.stages.evaluate`) as ``report.md``;
-* :func:`write_plots` draws the similarity histograms of a run into ``plots/``;
+* :func:`write_plots` draws the similarity histograms of a run into ``plots/`` (each PNG with the
+  ``.json`` of the numbers drawn);
 * :func:`tradeoff_table` reads several runs' ``config.yaml`` + ``report.json`` into rows (run, margin,
   lambda_id, lambda_attr, re-identification rate, attribute metric); :func:`write_tradeoff` writes
   them as JSON / markdown and plots re-identification against attribute preservation.
@@ -12,138 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-THRESHOLD_COLOUR = (200, 0, 0)
-
-
-# ------------------------------------------------------------------------------------------- drawing
-class _Canvas:
-    """A white RGBA image with one plot area mapping data ``(x, y)`` to pixels, axes, ticks and labels."""
-
-    def __init__(self, size, title, xlabel, ylabel, xrange, yrange, yticks=None):
-        self.image = Image.new("RGBA", size, (255, 255, 255, 255))
-        self.draw = ImageDraw.Draw(self.image)
-        self.font = ImageFont.load_default()
-        w, h = size
-        self.left, self.right, self.top, self.bottom = 60, w - 20, 48, h - 48
-        self.x0, self.x1 = _widen(*xrange)
-        self.y0, self.y1 = _widen(*yrange)
-        self.draw.text((self.left, 8), title, fill=(0, 0, 0), font=self.font)
-        self.draw.text(((self.left + self.right) // 2 - 3 * len(xlabel), h - 18), xlabel, fill=(0, 0, 0),
-                       font=self.font)
-        self.draw.text((4, 28), ylabel, fill=(0, 0, 0), font=self.font)
-        self.draw.rectangle([self.left, self.top, self.right, self.bottom], outline=(0, 0, 0))
-        for v in np.linspace(self.x0, self.x1, 5):
-            px = self.px(v, self.y0)[0]
-            self.draw.line([px, self.bottom, px, self.bottom + 4], fill=(0, 0, 0))
-            self.draw.text((px - 12, self.bottom + 7), f"{v:.3g}", fill=(0, 0, 0), font=self.font)
-        for v in (np.linspace(self.y0, self.y1, 5) if yticks is None else yticks):
-            py = self.px(self.x0, v)[1]
-            self.draw.line([self.left - 4, py, self.left, py], fill=(0, 0, 0))
-            self.draw.text((8, py - 6), f"{v:.3g}", fill=(0, 0, 0), font=self.font)
-
-    def px(self, x: float, y: float) -> tuple[float, float]:
-        fx = (x - self.x0) / (self.x1 - self.x0)
-        fy = (y - self.y0) / (self.y1 - self.y0)
-        return self.left + fx * (self.right - self.left), self.bottom - fy * (self.bottom - self.top)
-
-    def rect(self, x0, y0, x1, y1, colour, alpha=110):
-        layer = Image.new("RGBA", self.image.size, (0, 0, 0, 0))
-        (a, b), (c, d) = self.px(x0, y1), self.px(x1, y0)
-        ImageDraw.Draw(layer).rectangle([a, b, c, d], fill=(*colour, alpha), outline=(*colour, 255))
-        self.image.alpha_composite(layer)
-        self.draw = ImageDraw.Draw(self.image)
-
-    def vline(self, x, colour, dashed=True):
-        px = self.px(x, self.y0)[0]
-        for y in range(self.top, self.bottom, 8 if dashed else 1):
-            self.draw.line([px, y, px, min(y + 4, self.bottom)], fill=colour, width=2)
-
-    def legend(self, entries: list[tuple[str, tuple]]):
-        """Colour keys and labels in a white box at the top right of the plot area."""
-        width = max(self.draw.textlength(label, font=self.font) for label, _ in entries) + 28
-        x0, y0 = self.right - 6 - width, self.top + 6
-        self.draw.rectangle([x0, y0, self.right - 6, y0 + 14 * len(entries) + 6], fill=(255, 255, 255),
-                            outline=(160, 160, 160))
-        for k, (label, colour) in enumerate(entries):
-            y = y0 + 5 + 14 * k
-            self.draw.rectangle([x0 + 6, y, x0 + 16, y + 10], fill=colour)
-            self.draw.text((x0 + 22, y - 1), label, fill=(0, 0, 0), font=self.font)
-
-    def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.image.convert("RGB").save(path, format="PNG")
-        return path
-
-
-def _widen(lo: float, hi: float) -> tuple[float, float]:
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return 0.0, 1.0
-    if hi - lo < 1e-9:
-        return lo - 0.5, hi + 0.5
-    return lo, hi
-
-
-def histogram_png(series: dict[str, Sequence[float]], path: str | Path, title: str, xlabel: str,
-                  threshold: float | None = None, bins: int = 30, value_range: tuple[float, float] | None = None,
-                  size: tuple[int, int] = (640, 400)) -> Path:
-    """Overlaid histograms of several value lists (shared bins), a dashed threshold line, a legend."""
-    series = {k: np.asarray([v for v in vals if v is not None and math.isfinite(v)], dtype=np.float64)
-              for k, vals in series.items()}
-    values = np.concatenate([v for v in series.values()] + [np.asarray([threshold] if threshold is not None else [])])
-    lo, hi = value_range or ((float(values.min()), float(values.max())) if values.size else (0.0, 1.0))
-    lo, hi = _widen(lo, hi)
-    edges = np.linspace(lo, hi, bins + 1)
-    counts = {k: np.histogram(v, bins=edges)[0] for k, v in series.items()}
-    top = max([int(c.max()) for c in counts.values() if c.size] + [1])
-    yticks = np.unique(np.round(np.linspace(0, top, min(top, 4) + 1)))
-    canvas = _Canvas(size, title, xlabel, "images", (lo, hi), (0, top * 1.15), yticks=yticks)
-    entries = []
-    for k, (label, c) in enumerate(counts.items()):
-        colour = PALETTE[k % len(PALETTE)]
-        for left, right, n in zip(edges[:-1], edges[1:], c):
-            if n:
-                canvas.rect(left, 0, right, n, colour)
-        entries.append((f"{label} (n={len(series[label])})", colour))
-    if threshold is not None:
-        canvas.vline(threshold, THRESHOLD_COLOUR)
-        entries.append((f"threshold {threshold:.3g}", THRESHOLD_COLOUR))
-    canvas.legend(entries)
-    return canvas.save(Path(path))
-
-
-def scatter_png(points: Sequence[tuple[float, float, str]], path: str | Path, title: str, xlabel: str, ylabel: str,
-                size: tuple[int, int] = (640, 400)) -> Path:
-    """Labelled points ``(x, y, label)``; points with a missing coordinate are left out."""
-    points = [(float(x), float(y), label) for x, y, label in points
-              if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
-    xs, ys = [p[0] for p in points] or [0.0, 1.0], [p[1] for p in points] or [0.0, 1.0]
-    pad_x, pad_y = 0.1 * (max(xs) - min(xs) or 1.0), 0.1 * (max(ys) - min(ys) or 1.0)
-    canvas = _Canvas(size, title, xlabel, ylabel, (min(xs) - pad_x, max(xs) + 3 * pad_x),  # room for labels
-                     (min(ys) - pad_y, max(ys) + pad_y))
-    for k, (x, y, label) in enumerate(points):
-        px, py = canvas.px(x, y)
-        colour = PALETTE[k % len(PALETTE)]
-        canvas.draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
-        canvas.draw.text((px + 6, py - 6), label[:30], fill=colour, font=canvas.font)
-    return canvas.save(Path(path))
-
+from anon.plots import histogram_png, scatter_png
 
 # ------------------------------------------------------------------------------------------- one run
 def write_plots(run_dir: str | Path, lines: Sequence[dict], report: dict) -> list[str]:
     """``plots/similarity_<evaluator>.png`` (output, and inversion when scored; the threshold) and
-    ``plots/loss_network_similarity.png`` (the manifest's in-loop identity similarity before/after).
-    Returns the written paths relative to ``run_dir``."""
+    ``plots/loss_network_similarity.png`` (the manifest's in-loop identity similarity before/after),
+    each beside a ``.json`` of the numbers drawn (:mod:`anon.plots`). Returns the PNG paths relative
+    to ``run_dir``."""
     run_dir = Path(run_dir)
-    written = []
+    figures = {}
     lines = [line for line in lines if "error" not in line]
     for name, ev in report["evaluators"].items():
         kind = "similarity" if ev["score"] == "cosine similarity" else "distance"
@@ -152,19 +35,20 @@ def write_plots(run_dir: str | Path, lines: Sequence[dict], report: dict) -> lis
         if any(v is not None for v in inversion):
             series = {"inversion: original vs inversion": inversion, **series}
         value_range = (-1.0, 1.0) if kind == "similarity" else None
-        path = histogram_png(series, run_dir / "plots" / f"similarity_{name}.png",
-                             f"{name}: {ev['score']}, re-identified {_pct(ev['reidentification_rate'])}",
-                             ev["score"], threshold=ev["threshold"], value_range=value_range)
-        written.append(path.relative_to(run_dir).as_posix())
+        path = run_dir / "plots" / f"similarity_{name}.png"
+        figures[path] = histogram_png(series, path, f"{name}: {ev['score']}, re-identified "
+                                      f"{_pct(ev['reidentification_rate'])}", ev["score"],
+                                      threshold=ev["threshold"], value_range=value_range)
     before = [line.get("identity_similarity_before") for line in lines]
     after = [line.get("identity_similarity_after") for line in lines]
     if any(v is not None for v in before + after):
-        path = histogram_png({"before (initial code)": before, "after (final code)": after},
-                             run_dir / "plots" / "loss_network_similarity.png",
-                             "loss network identity similarity (manifest)", "cosine similarity",
-                             value_range=(-1.0, 1.0))
-        written.append(path.relative_to(run_dir).as_posix())
-    return written
+        path = run_dir / "plots" / "loss_network_similarity.png"
+        figures[path] = histogram_png({"before (initial code)": before, "after (final code)": after}, path,
+                                      "loss network identity similarity (manifest)", "cosine similarity",
+                                      value_range=(-1.0, 1.0))
+    for path, data in figures.items():
+        path.with_suffix(".json").write_text(json.dumps(data.to_dict(), indent=1) + "\n")
+    return [path.relative_to(run_dir).as_posix() for path in figures]
 
 
 def _pct(value) -> str:
@@ -379,7 +263,8 @@ def tradeoff_markdown(rows: Sequence[dict]) -> str:
 
 def write_tradeoff(run_dirs: Sequence[str | Path], out_dir: str | Path, evaluator: str | None = None,
                    attribute_metric: str = "auto") -> list[dict]:
-    """``tradeoff.json``, ``tradeoff.md`` and ``tradeoff.png`` (re-identification vs attribute metric) in ``out_dir``."""
+    """``tradeoff.json``, ``tradeoff.md`` and ``tradeoff.png`` (re-identification vs attribute metric, its
+    numbers in ``tradeoff_plot.json``) in ``out_dir``."""
     rows = tradeoff_table(run_dirs, evaluator, attribute_metric)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -388,11 +273,13 @@ def write_tradeoff(run_dirs: Sequence[str | Path], out_dir: str | Path, evaluato
     if rows:
         metric = rows[0]["attribute_metric"]
         better = "higher" if ATTRIBUTE_METRICS[metric][1] else "lower"
-        scatter_png([(r["attribute_value"], r["reid_rate"],
-                      f"m={_fmt(r['margin'], 2)} id={_fmt(r['lambda_id'], 2)} at={_fmt(r['lambda_attr'], 2)}")
-                     for r in rows], out_dir / "tradeoff.png",
-                    f"re-identification ({rows[0]['evaluator']}) vs attribute preservation",
-                    f"{metric} ({better} is better)", "re-id rate")
+        labelled = [(r["attribute_value"], r["reid_rate"],
+                     f"m={_fmt(r['margin'], 2)} id={_fmt(r['lambda_id'], 2)} at={_fmt(r['lambda_attr'], 2)}")
+                    for r in rows]
+        drawn = scatter_png(labelled, out_dir / "tradeoff.png",
+                            f"re-identification ({rows[0]['evaluator']}) vs attribute preservation",
+                            f"{metric} ({better} is better)", "re-id rate")
+        (out_dir / "tradeoff_plot.json").write_text(json.dumps(drawn.to_dict(), indent=1) + "\n")
     return rows
 
 

@@ -152,6 +152,28 @@ def test_report_files_and_plots(evaluated):
     for rel in report["plots"]:
         with Image.open(run / rel) as im:
             assert im.size == (640, 400)
+            im.load()  # decodes
+
+
+def test_plot_data_behind_the_similarity_histograms(evaluated):
+    """The numbers each PNG draws (``plots/<name>.json``), against the fake evaluators' tables."""
+    run, _, _ = evaluated
+    cos = json.loads((run / "plots" / "similarity_cos.json").read_text())
+    assert cos["kind"] == "histogram" and cos["threshold"] == 0.5
+    assert cos["edges"] == pytest.approx(np.linspace(-1.0, 1.0, 31).tolist())  # 30 bins over [-1, 1]
+    # outputs: a 0.9, b 0.0, e 0.7071 (c: no face in its output, d: none in its original); inversions a 1.0, b 0.7071
+    assert cos["sizes"] == {"inversion: original vs inversion": 2, "output: original vs anonymised": 3}
+    out, inv = cos["counts"]["output: original vs anonymised"], cos["counts"]["inversion: original vs inversion"]
+    assert out[28] == 1 and out[25] == 1 and out[14] + out[15] == 1 and sum(out) == 3
+    assert inv[29] == 1 and inv[25] == 1 and sum(inv) == 2
+    dist = json.loads((run / "plots" / "similarity_dist.json").read_text())
+    assert dist["threshold"] == 0.6 and dist["edges"][0] == pytest.approx(0.0) and dist["edges"][-1] == 2.0
+    assert dist["sizes"]["output: original vs anonymised"] == 5 and sum(dist["counts"]["output: original vs anonymised"]) == 5
+    loss = json.loads((run / "plots" / "loss_network_similarity.json").read_text())
+    before, after = loss["counts"]["before (initial code)"], loss["counts"]["after (final code)"]
+    assert loss["sizes"] == {"before (initial code)": 5, "after (final code)": 5} and loss["threshold"] is None
+    # before 0.8 .. 0.4, after 0.1 .. 0.5 (the unreadable p5/g left out): before is right of after
+    assert sum(before[20:28]) == 5 and sum(after[16:23]) == 5
 
 
 def test_threshold_calibrated_on_pairs_and_cached(tmp_path):
@@ -203,6 +225,11 @@ def test_tradeoff_table_reads_config_and_report(tmp_path):
     written = write_tradeoff(runs, tmp_path / "out", attribute_metric="loss_attribute")
     assert written[1]["attribute_value"] == pytest.approx(3.0)
     assert (tmp_path / "out" / "tradeoff.png").is_file() and "| 0.500 |" in (tmp_path / "out" / "tradeoff.md").read_text()
+    with Image.open(tmp_path / "out" / "tradeoff.png") as im:
+        im.load()
+    drawn = json.loads((tmp_path / "out" / "tradeoff_plot.json").read_text())
+    assert [p[:2] for p in drawn["points"]] == [[pytest.approx(3.0), 0.5], [pytest.approx(3.0), 0.25]]
+    assert drawn["xlabel"] == "loss_attribute (lower is better)" and drawn["points"][1][2].startswith("m=0.50")
 
 
 # ------------------------------------------------------------------------------------------- adapters
