@@ -75,8 +75,11 @@ MARGINS ?= 0.0 0.5 1.0
 tables-lite: install
 	$(BIN)/python experiments/tables_lite.py --images $(IMAGES) --margins $(MARGINS)
 
+# ruff (pyflakes, syntax errors, bugbear: [tool.ruff] of pyproject.toml) on the code and tests, then mypy
+# --strict on the method core ([tool.mypy]: losses, latent layout, schedule). CI runs it before the tests.
 lint: install
-	$(BIN)/python -m compileall -q anon experiments tests
+	$(BIN)/ruff check anon experiments tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf outputs multirun .pytest_cache build/mutants

@@ -12,7 +12,11 @@ or from zero when the inversion has none for it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
+from torch import nn
 
 from anon.errors import ConfigError
 
@@ -29,8 +33,9 @@ class LatentLayout:
         frozen_source: code the frozen rows are taken from: ``inversion`` (FALCO) or ``neighbour``.
     """
 
-    def __init__(self, trainable_layers=(3, 8), trainable_init: str = "neighbour", frozen_source: str = "inversion",
-                 trainable_offsets=(), offset_lr: float | None = None):
+    def __init__(self, trainable_layers: tuple[int, int | None] = (3, 8), trainable_init: str = "neighbour",
+                 frozen_source: str = "inversion", trainable_offsets: Sequence[str] = (),
+                 offset_lr: float | None = None) -> None:
         start, stop = trainable_layers
         for name, value in (("trainable_init", trainable_init), ("frozen_source", frozen_source)):
             if value not in SOURCES:
@@ -49,7 +54,7 @@ class LatentLayout:
                 f"(need 0 <= start < stop <= {num_ws})")
         return self.start, stop
 
-    def check_generator(self, generator) -> None:
+    def check_generator(self, generator: Any) -> None:
         """Layer ranges only mean something in a W+ space; a generator without one (a DCGAN's z)
         accepts only the whole code (``latent=whole``)."""
         num_ws = generator.num_ws
@@ -81,8 +86,8 @@ class LatentLayout:
         start, stop = self.rows(frozen.shape[1])
         return torch.cat([frozen[:, :start], trainable, frozen[:, stop:]], dim=1)
 
-    def split_offsets(self, offsets: dict | None, generator, n: int,
-                      device=None) -> tuple[dict, dict]:
+    def split_offsets(self, offsets: dict[str, torch.Tensor] | None, generator: nn.Module, n: int,
+                      device: torch.device | str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``(fixed, trainable)`` per-image weight offsets (``{name: N x *shape}``): the inversion's
         offsets not named in ``trainable_offsets`` (detached, untouched) and fresh leaves for the named
         ones (a copy of the inversion's, or zeros). Both empty when nothing is tuned or trainable."""

@@ -7,6 +7,7 @@ would end alone (the official code optimises one image at a time).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,15 @@ def identity_similarity(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tenso
 def token_l1_loss(tokens_gen: torch.Tensor, tokens_ref: torch.Tensor) -> torch.Tensor:
     """Sum over tokens of the mean absolute difference over channels (N x T x C -> N)."""
     return (tokens_gen - tokens_ref).abs().mean(dim=2).sum(dim=1)
+
+
+class AttributeTerm(Protocol):
+    """An extra attribute objective (:mod:`anon.attribute_terms`): its reference from the originals, then a
+    per-sample value (N) of a generated batch against that reference."""
+
+    def reference(self, originals: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -56,7 +66,7 @@ class FalcoLoss(nn.Module):
     """
 
     def __init__(self, margin: float = 0.0, lambda_id: float = 10.0, lambda_attr: float = 0.1,
-                 official_value_ranges: bool = False, target: str = "aligned", terms: dict | None = None):
+                 official_value_ranges: bool = False, target: str = "aligned", terms: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__()
         self.margin, self.lambda_id, self.lambda_attr = float(margin), float(lambda_id), float(lambda_attr)
         self.official_value_ranges = bool(official_value_ranges)
@@ -78,7 +88,7 @@ class FalcoLoss(nn.Module):
     @torch.no_grad()
     def reference(self, identity: nn.Module, attribute: nn.Module, originals: torch.Tensor) -> Reference:
         x = self.reference_input(originals)
-        extra = {name: term.reference(originals) for name, term in self.terms.items()} or None
+        extra = {name: cast(AttributeTerm, term).reference(originals) for name, term in self.terms.items()} or None
         return Reference(embedding=identity(x), tokens=attribute(x), terms=extra)
 
     def forward(self, identity: nn.Module, attribute: nn.Module, generated: torch.Tensor,
@@ -91,7 +101,7 @@ class FalcoLoss(nn.Module):
         total = self.lambda_id * id_term + self.lambda_attr * attr_term
         extra = {}
         for name, term in self.terms.items():
-            extra[name] = term(generated, ref.terms[name]).float()
+            extra[name] = term(generated, (ref.terms or {})[name]).float()
             total = total + self.weights[name] * extra[name]
         return {"total": total, "identity": id_term, "attribute": attr_term, **extra,
                 "similarity": similarity.detach()}

@@ -176,7 +176,6 @@ class FalcoFaceAnonymizer:
             similarity, index = nearest_neighbours(embed(self.pairing, x).float().cpu(), self.pool_features,
                                                    k=self.NEIGHBOURS)
         picks = [self._readable_neighbour(index[i], similarity[i]) for i in range(index.shape[0])]
-        fakes = [fake for fake, _, _ in picks]
         neighbours = torch.stack([code for _, code, _ in picks]).to(self.device, codes.dtype)
         tuned = {} if offsets is None else {"offsets": offsets}  # a pivotal inversion's per-image weights
         result = self.module.optimise(x, codes, neighbours, **tuned)

@@ -74,7 +74,7 @@ def folder_key(path: str) -> str:
     if not root.is_dir():
         return f"missing-folder:{root.name}"
     lines = []
-    for image_id, file in list_images(root).items():
+    for file in list_images(root).values():
         try:
             size = file.stat().st_size
         except OSError:  # a symlink loop or a dangling link: still part of the set

@@ -67,7 +67,7 @@ def time_variant(name: str, extra: list[str], data: Path, out: Path, n: int, fak
         return result
 
     for stage in STAGES:
-        summary = timed(stage, lambda: run_pipeline(configs[stage]))
+        summary = timed(stage, lambda stage=stage: run_pipeline(configs[stage]))
     with open_dict(eval_cfg):
         eval_cfg.run_dir = str(summary["run_dir"])
     report = timed("evaluate", lambda: evaluate(eval_cfg))

@@ -53,11 +53,11 @@ def test_one_step_in_a_batch_is_each_images_solo_step(paper_problem):
         alone = module.optimise(images[i:i + 1], w_inv[i:i + 1], w_nb[i:i + 1])
         for name in ("total", "identity", "attribute", "similarity"):  # terms at the identical start code
             torch.testing.assert_close(batched["initial"][name][i:i + 1], alone["initial"][name], rtol=1e-5,
-                                       atol=1e-5, msg=lambda m, name=name: f"image {i}, {name}: {m}")
+                                       atol=1e-5, msg=lambda m, i=i, name=name: f"image {i}, {name}: {m}")
         # float32 rounding of batched vs single kernels through ~100 layers: measured up to 1.2e-4 of the
         # largest entry (in float64 the same comparison agrees to 2e-15, so it is rounding, not coupling);
         # a batch mean instead of the sum would shrink each step to a third
         alone_move = alone["ws"][:, rows] - w_nb[i:i + 1, rows]
         scale = alone_move.abs().amax()
         torch.testing.assert_close(move[i:i + 1] / scale, alone_move / scale, rtol=0, atol=1e-3,
-                                   msg=lambda m: f"image {i}, step (gradient): {m}")
+                                   msg=lambda m, i=i: f"image {i}, step (gradient): {m}")

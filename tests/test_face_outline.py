@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from anon.face_outline import box_ellipse, convex_hull, face_outline, hull_mask
+from anon.face_outline import box_ellipse, convex_hull, hull_mask
 from tests.requires import unavailable
 from tests.test_photos import Constant, lfw, needs_mtcnn, one_thread, stub_anonymizer  # noqa: F401 (fixture)
 

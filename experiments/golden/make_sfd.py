@@ -67,7 +67,7 @@ def main() -> None:
     stub_module("fa.detection.sfd")
     sfd_dir = src / "face_alignment" / "detection" / "sfd"
     net_s3fd = load_file("fa.detection.sfd.net_s3fd", sfd_dir / "net_s3fd.py")
-    bbox = load_file("fa.detection.sfd.bbox", sfd_dir / "bbox.py")
+    load_file("fa.detection.sfd.bbox", sfd_dir / "bbox.py")  # registered for detect.py's import
     detect = load_file("fa.detection.sfd.detect", sfd_dir / "detect.py")
     sfd_detector = load_file("fa.detection.sfd.sfd_detector", sfd_dir / "sfd_detector.py")
 

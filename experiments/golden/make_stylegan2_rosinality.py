@@ -44,7 +44,7 @@ def main() -> None:
     model = import_model(src)
     g = model.Generator(SIZE, STYLE_DIM, N_MLP).eval()
     layout, constant_tensors = seed_official_model(g, WEIGHT_SEED, SEEDING, "kernel")  # FIR buffers stay official
-    latent_avg = seeded_tensor((STYLE_DIM,), W_SEED + 10)
+    # latent_avg: not stored; the test rebuilds it from latent_avg_seed (tests/nets/test_golden.py)
 
     ws = seeded_tensor((BATCH, g.n_latent, STYLE_DIM), W_SEED)
     z = torch.randn(BATCH, STYLE_DIM, generator=torch.Generator().manual_seed(Z_SEED))

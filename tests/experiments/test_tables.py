@@ -38,8 +38,6 @@ class FakeFid:
 
     @staticmethod
     def inception(images):
-        import torch
-
         return (images[:, :1, 0, 0].float() >= 100).float() * 12.5 ** 0.5
 
 

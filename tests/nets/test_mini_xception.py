@@ -71,7 +71,7 @@ class KerasNumpy:
         for layer in self.layers:
             c, kind, name = layer["config"], layer["class_name"], layer["config"]["name"]
             ins = [out[n[0]] for n in layer["inbound_nodes"][0]] if layer["inbound_nodes"] else [image]
-            x, w = ins[0], (lambda key: self.weights[(name, key)])
+            x, w = ins[0], (lambda key, name=name: self.weights[(name, key)])
             if kind == "InputLayer":
                 y = x
             elif kind == "Conv2D":

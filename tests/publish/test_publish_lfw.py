@@ -69,7 +69,7 @@ def test_closed_loop_on_lfw_with_a_weak_first_setting_and_kill_9(shared_data, tm
         assert set(retry["score"]) == {"dlib_resnet_crops"}
     listing = entries(out)
     assert sorted(listing) == sorted(first)
-    for item_id, entry in listing.items():
+    for entry in listing.values():
         if entry["status"] == "published":
             assert entry["final"]["passed"] and entry["final"]["privacy"]
             assert entry["final"]["score"]["dlib_resnet_crops"] > 0.8
