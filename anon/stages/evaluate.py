@@ -7,7 +7,8 @@ For every ``done`` record of ``run_dir/manifest.jsonl`` three images are scored:
 and on the inversions, so the report separates what the inverter alone did from the anonymisation's
 own gain. Then face detection, head pose (dlib's 68 landmarks, :mod:`anon.metrics.pose68`, with the
 5-point MTCNN fit as fallback), attributes and expression, FID, and the two-half verdict per image
-(:mod:`anon.metrics.verdict`). Writes:
+(:mod:`anon.metrics.verdict`). Each of these is a registered metric (:mod:`anon.metrics.registry`);
+``metrics=[...]`` selects them (default: all). Writes:
 
 * ``verification.jsonl``: one line per image with all of the above;
 * ``report.json`` (schema :mod:`anon.report_schema`) / ``report.md``;
@@ -28,6 +29,7 @@ from typing import Callable, Sequence
 
 from anon.errors import ConfigError
 from anon.metrics.detection import MemoDetector
+from anon.metrics.registry import StageInputs, build_metrics, select_metrics
 from anon.metrics.thresholds import (Calibration, Threshold, calibrate_threshold, lfw_calibration,  # noqa: F401
                                      resolve_thresholds)
 from anon.metrics.verdict import VerdictThresholds
@@ -48,7 +50,8 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
                  calibration_keys: dict[str, str] | None = None, fid=None, batch_size: int = 16,
                  plots: bool = True, expression: Callable | None = None,
                  expression_skipped: str | None = None, verdict: VerdictThresholds | None = None,
-                 inversion_source: str | None = None, trainer=None, num_workers: int = 0) -> dict:
+                 inversion_source: str | None = None, trainer=None, num_workers: int = 0,
+                 metrics: Sequence[str] | None = None) -> dict:
     """Evaluate every ``done`` image of a run; write ``verification.jsonl``, ``report.json``, ``report.md``.
 
     Args:
@@ -76,9 +79,12 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
         trainer: the ``pytorch_lightning.Trainer`` to predict with (default: one CPU process); with several
             devices each rank measures its share and rank 0 writes the report.
         num_workers: DataLoader workers reading the images.
+        metrics: names of registered metrics to run (:mod:`anon.metrics.registry`; None: all). A selected
+            metric whose network is not given (no ``attributes``, no ``fid``...) is left out.
     Returns: the report (``report.json``, schema :class:`anon.report_schema.Report`) as a dict.
     """
     run_dir = Path(run_dir)
+    select_metrics(metrics)  # a misspelt name fails before any network runs
     records = done_records(run_dir)
     if not evaluators:
         raise ConfigError("no evaluator selected: set `evaluators=[...]`")
@@ -95,10 +101,12 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
     else:
         pose_pair = None
     label_of, label_description = identity_labels(identities, [r["id"] for r in records])
-    measures = Measures(evaluators, {n: t.value for n, t in limits.items()}, detector, pose_pair, attributes,
-                        expression, fid.inception if fid is not None else None, batch_size,
-                        {"attribute_names": list(attribute_names or getattr(attributes, "names", None) or [])})
-    plan = EvaluationPlan(run_dir, records, measures, limits, verdict or VerdictThresholds(), label_description,
+    verdict = verdict or VerdictThresholds()
+    stage = StageInputs(evaluators, {n: t.value for n, t in limits.items()}, limits, detector, pose_pair, attributes,
+                        list(attribute_names or []), expression, expression_skipped,
+                        fid.inception if fid is not None else None, batch_size, verdict, label_description)
+    measures = Measures(build_metrics(metrics, stage))
+    plan = EvaluationPlan(run_dir, records, measures, limits, verdict, label_description,
                           calibration, expression_skipped, inversion_source if inversion_dir is not None else None,
                           plots)
     module = EvaluationModule(plan, EvaluationTriples(run_dir, records, label_of, inversion_dir), batch_size,
@@ -122,18 +130,19 @@ def evaluate(cfg) -> dict:
         import torch
 
         torch.manual_seed(int(cfg.seed))
+    metrics = select_metrics(cfg.get("metrics"))  # only the selected metrics' networks are built
     evaluators, keys, detector = build_evaluators(cfg)
     cal = cfg.get("calibration") or {}
     calibration = (lfw_calibration(cal["images"], cal["pairs"], cal.get("limit"), cal.get("cache"))
                    if cal.get("images") and cal.get("pairs") else None)
-    attributes = instantiate(cfg.attributes) if cfg.get("attributes") else None
-    pose = cfg.get("pose")
+    attributes = instantiate(cfg.attributes) if cfg.get("attributes") and "attributes" in metrics else None
+    pose = cfg.get("pose") if "pose" in metrics else None
     pose = instantiate(pose) if pose is not None and not isinstance(pose, str) else pose
-    fid = build_fid(cfg.fid.checkpoint) if cfg.get("fid") and cfg.fid.get("enabled") else None
+    fid = build_fid(cfg.fid.checkpoint) if cfg.get("fid") and cfg.fid.get("enabled") and "fid" in metrics else None
     if fid is not None:  # the features are extracted on the evaluation device, in batches
         fid = fid.to(pick_device(cfg.device))
     thresholds = {k: v for k, v in (cfg.get("thresholds") or {}).items()}
-    expression, expression_skipped = build_expression(cfg, detector)
+    expression, expression_skipped = build_expression(cfg, detector) if "expression" in metrics else (None, None)
     inversion_dir, inversion_source = resolve_inversions(cfg)
     v = cfg.get("verdict") or {}
     verdict = VerdictThresholds(**{k: v[k] for k in ("max_yaw_deg", "max_pitch_deg", "same_expression",
@@ -145,7 +154,7 @@ def evaluate(cfg) -> dict:
                           inversion_source=inversion_source, calibration=calibration, calibration_keys=keys, fid=fid,
                           batch_size=cfg.batch_size, plots=cfg.get("plots", True), expression=expression,
                           expression_skipped=expression_skipped, verdict=verdict, trainer=trainer,
-                          num_workers=cfg.get("num_workers", 0))
+                          num_workers=cfg.get("num_workers", 0), metrics=metrics)
     if trainer.global_rank != 0:
         return report
     if report["inversion"]["warning"]:
