@@ -106,9 +106,8 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
                         list(attribute_names or []), expression, expression_skipped,
                         fid.inception if fid is not None else None, batch_size, verdict, label_description)
     measures = Measures(build_metrics(metrics, stage))
-    plan = EvaluationPlan(run_dir, records, measures, limits, verdict, label_description,
-                          calibration, expression_skipped, inversion_source if inversion_dir is not None else None,
-                          plots)
+    plan = EvaluationPlan(run_dir, records, measures, verdict, label_description, calibration,
+                          inversion_source if inversion_dir is not None else None, plots)
     module = EvaluationModule(plan, EvaluationTriples(run_dir, records, label_of, inversion_dir), batch_size,
                               num_workers)
     if trainer is None:

@@ -32,16 +32,15 @@ SHARDS = "evaluation_shards"
 
 @dataclass
 class EvaluationPlan:
-    """What the report needs besides the items: the run, its records, the measures and how to judge them."""
+    """What the report needs besides the items: the run, its records, the measures (the selected metrics,
+    each with its own thresholds and settings) and how to judge them."""
 
     run_dir: Path
     records: list[dict]
     measures: Measures
-    limits: dict
     verdict: VerdictThresholds
     label_description: str
     calibration: Calibration | None = None
-    expression_skipped: str | None = None
     inversion_source: str | None = None
     plots: bool = True
 
