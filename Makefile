@@ -76,7 +76,8 @@ tables-lite: install
 	$(BIN)/python experiments/tables_lite.py --images $(IMAGES) --margins $(MARGINS)
 
 # ruff (pyflakes, syntax errors, bugbear: [tool.ruff] of pyproject.toml) on the code and tests, then mypy
-# --strict on the method core ([tool.mypy]: losses, latent layout, schedule). CI runs it before the tests.
+# --strict on the method core ([tool.mypy]: losses, latent layout, schedule; plots, metric registry). CI runs
+# it before the tests.
 lint: install
 	$(BIN)/ruff check anon experiments tests
 	$(BIN)/mypy

@@ -12,9 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 SIZE_INCHES, DPI = (6.4, 4.0), 100  # 640 x 400 pixels
 THRESHOLD_COLOUR = "#c80000"
@@ -32,7 +36,7 @@ class HistogramData:
     sizes: dict[str, int]
     threshold: Optional[float]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "histogram", **asdict(self)}
 
 
@@ -43,13 +47,13 @@ class ScatterData:
     title: str
     xlabel: str
     ylabel: str
-    points: list[list]
+    points: list[list[Any]]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"kind": "scatter", **asdict(self)}
 
 
-def _finite(values: Sequence[Optional[float]]) -> np.ndarray:
+def _finite(values: Sequence[Optional[float]]) -> np.ndarray[Any, np.dtype[np.float64]]:
     return np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
 
 
@@ -62,14 +66,14 @@ def _span(lo: float, hi: float) -> tuple[float, float]:
     return lo, hi
 
 
-def _figure():
+def _figure() -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=SIZE_INCHES, dpi=DPI)
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=DPI)
     return path
@@ -87,14 +91,16 @@ def histogram_png(series: dict[str, Sequence[Optional[float]]], path: str | Path
     lo, hi = value_range or ((float(pooled.min()), float(pooled.max())) if pooled.size else (0.0, 1.0))
     edges = np.linspace(*_span(lo, hi), bins + 1)
     counts = {label: np.histogram(values, bins=edges)[0] for label, values in finite.items()}
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = _figure()
     for label, values in finite.items():
-        ax.hist(values, bins=edges, alpha=0.45, edgecolor="black", linewidth=0.5, label=f"{label} (n={values.size})")
+        ax.hist(values, bins=edges.tolist(), alpha=0.45, edgecolor="black", linewidth=0.5, label=f"{label} (n={values.size})")
     if threshold is not None:
         ax.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5, label=f"threshold {threshold:.3g}")
     top = max([int(c.max()) for c in counts.values() if c.size] + [1])
     ax.set(title=title, xlabel=xlabel, ylabel="images", xlim=(edges[0], edges[-1]), ylim=(0, 1.3 * top))  # legend room
-    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     _save(fig, Path(path))
@@ -105,7 +111,7 @@ def histogram_png(series: dict[str, Sequence[Optional[float]]], path: str | Path
 def scatter_png(points: Sequence[tuple[Optional[float], Optional[float], str]], path: str | Path, title: str,
                 xlabel: str, ylabel: str) -> ScatterData:
     """Labelled points ``(x, y, label)``; points with a missing or non-finite coordinate are left out."""
-    drawn = [[float(x), float(y), label] for x, y, label in points
+    drawn = [(float(x), float(y), label) for x, y, label in points
              if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
     fig, ax = _figure()
     for k, (x, y, label) in enumerate(drawn):
@@ -116,7 +122,7 @@ def scatter_png(points: Sequence[tuple[Optional[float], Optional[float], str]], 
     ax.grid(alpha=0.3)
     fig.tight_layout()
     _save(fig, Path(path))
-    return ScatterData(title, xlabel, ylabel, drawn)
+    return ScatterData(title, xlabel, ylabel, [list(p) for p in drawn])
 
 
 __all__ = ["HistogramData", "ScatterData", "histogram_png", "scatter_png"]

@@ -33,16 +33,16 @@ NEEDS = ("images", "crops", "landmarks", "labels")
 class StageInputs:
     """What the evaluate stage was given, from which each metric builds itself (:meth:`EvaluationMetric.build`)."""
 
-    evaluators: dict
-    thresholds: dict                       # {evaluator: value}
-    limits: dict                           # {evaluator: anon.metrics.thresholds.Threshold}
+    evaluators: dict[str, Any]
+    thresholds: dict[str, float]           # {evaluator: value}
+    limits: dict[str, Any]                 # {evaluator: anon.metrics.thresholds.Threshold}
     detector: Any = None
     pose_pair: Any = None                  # anon.stages.evaluate_items.PosePair
-    attributes: Optional[Callable] = None
-    attribute_names: list = field(default_factory=list)
-    expression: Optional[Callable] = None
+    attributes: Optional[Callable[..., Any]] = None
+    attribute_names: list[str] = field(default_factory=list)
+    expression: Optional[Callable[..., Any]] = None
     expression_skipped: Optional[str] = None
-    fid_feature: Optional[Callable] = None
+    fid_feature: Optional[Callable[..., Any]] = None
     batch_size: int = 16
     verdict: Any = None                    # anon.metrics.verdict.VerdictThresholds
     label_description: str = ""
@@ -61,11 +61,11 @@ class EvaluationMetric:
     def build(cls, stage: StageInputs) -> "EvaluationMetric | None":
         raise NotImplementedError
 
-    def measure(self, items: list[dict], out: list[dict]) -> None:
+    def measure(self, items: list[dict[str, Any]], out: list[dict[str, Any]]) -> None:
         """``items`` (readable triples of :class:`anon.stages.evaluate_inputs.EvaluationTriples`) -> entries of
         ``out[k]["line"]`` (the verification line) and raw measurements in ``out[k]``; nothing across items."""
 
-    def summarise(self, evaluated: list[dict]) -> Any:
+    def summarise(self, evaluated: list[dict[str, Any]]) -> Any:
         """The readable items' results (all ranks, report order) -> the record of :attr:`report_field`."""
         raise NotImplementedError
 
