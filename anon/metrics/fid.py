@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon.nets.checkpoint import read_checkpoint
+from anon.nets.frozen import FrozenNetwork
 
 DOWNLOAD_NAME = "fid_inception"
 FILENAME = "pt_inception-2015-12-05-6726825d.pth"
@@ -186,7 +187,7 @@ class _BlockE(_Mixed):
         return _max3(x) if self.max_pool else _avg3(x)
 
 
-class FIDInceptionV3(nn.Module):
+class FIDInceptionV3(FrozenNetwork):
     """The FID Inception-v3 as a feature extractor: images -> ``B x 2048`` pool features.
 
     Input: ``B x 3 x H x W`` RGB, ``uint8`` in ``[0, 255]`` or float in ``[0, 1]`` (what torchmetrics'
@@ -202,6 +203,7 @@ class FIDInceptionV3(nn.Module):
     """
 
     num_features = NUM_FEATURES
+    weights = DOWNLOAD_NAME
 
     def __init__(self, checkpoint: str | Path | None = None, download_name: str | None = DOWNLOAD_NAME,
                  resize_input: bool = True):
@@ -213,7 +215,7 @@ class FIDInceptionV3(nn.Module):
         if state is not None:
             self.load_state_dict(state, strict=True, assign=True)
             self.float()
-        self.requires_grad_(False).eval()
+        self.freeze()
 
     def _build(self) -> None:
         self.Conv2d_1a_3x3 = _Conv(3, 32, 3, stride=2)
@@ -228,14 +230,6 @@ class FIDInceptionV3(nn.Module):
         self.Mixed_7a = _ReductionD(768)
         self.Mixed_7b, self.Mixed_7c = _BlockE(1280), _BlockE(2048, max_pool=True)
         self.fc = nn.Linear(NUM_FEATURES, NUM_CLASSES)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "FIDInceptionV3":
-        return cls(checkpoint=path, **kwargs)
-
-    def train(self, mode: bool = True) -> "FIDInceptionV3":
-        """Always in eval mode (BatchNorm running statistics)."""
-        return super().train(False)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``[0, 255]`` / float ``[0, 1]`` -> float ``B x 3 x 299 x 299`` in ``[-1, 1]``."""

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anon.nets.checkpoint import load_checked, read_state_dict
+from anon.nets.frozen import FrozenNetwork
 from anon.nets.resize import resize_center_crop
 from anon.nets.irse import Backbone
 
@@ -29,7 +29,7 @@ WEIGHTS_NAME = "arcface_ir_se50"
 PSP_CROP_256 = (35, 223, 32, 220)
 
 
-class ArcFaceIdentity(nn.Module):
+class ArcFaceIdentity(FrozenNetwork):
     """Identity encoder: B x 3 x H x W images in [-1, 1] (any H, W) -> B x ``embedding_dim`` unit vectors.
 
     With ``frozen`` (default) it is a fixed feature extractor: parameters need no gradient and
@@ -48,6 +48,8 @@ class ArcFaceIdentity(nn.Module):
         frozen: no parameter gradients, always eval mode.
         download_name: the ``anon download`` name given in the missing-file error.
     """
+
+    weights = WEIGHTS_NAME
 
     def __init__(
         self,
@@ -82,19 +84,7 @@ class ArcFaceIdentity(nn.Module):
             self.backbone.float()
         self.input_size = self.backbone.input_size
         self.embedding_dim = self.backbone.embedding_dim
-        self.frozen = bool(frozen)
-        if self.frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "ArcFaceIdentity":
-        """Build the official IR-SE-50 (or the architecture in ``kwargs``) and load ``path`` strictly."""
-        return cls(checkpoint=str(path), **kwargs)
-
-    def train(self, mode: bool = True) -> "ArcFaceIdentity":
-        """A frozen model stays in eval mode (BatchNorm running statistics, no dropout)."""
-        return super().train(mode and not self.frozen)
+        self.freeze(frozen)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W in [-1, 1] -> B x 3 x input_size x input_size face crop (same range)."""

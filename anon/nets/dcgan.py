@@ -24,11 +24,12 @@ from torch import nn
 
 from anon.lite.packages import resolve
 from anon.nets.checkpoint import read_checkpoint
+from anon.nets.frozen import FrozenNetwork
 
 PACKAGED_WEIGHTS = "pkg://gan_face_generate/weights.tar"
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(FrozenNetwork):
     """Frozen-BatchNorm DCGAN: ``ws`` (N x 1 x z_dim) -> images N x 3 x 64 x 64 in [-1, 1].
 
     Args:
@@ -61,7 +62,7 @@ class DCGANGenerator(nn.Module):
             self._random_init()
         else:
             self._load(resolve(checkpoint))
-        self.train(False)
+        self.freeze()
 
     def _random_init(self) -> None:
         for m in self.main:
@@ -79,10 +80,6 @@ class DCGANGenerator(nn.Module):
         if state["main.0.weight"].shape[0] != self.z_dim:
             raise ValueError(f"{path}: z_dim {state['main.0.weight'].shape[0]} in the file, {self.z_dim} configured")
         self.load_state_dict(state, strict=True)
-
-    def train(self, mode: bool = True) -> "DCGANGenerator":
-        """Always eval: BatchNorm uses its stored running statistics and never updates them."""
-        return super().train(False)
 
     def mapping(self, z: torch.Tensor, truncation_psi: float = 1.0,
                 truncation_cutoff: int | None = None) -> torch.Tensor:

@@ -27,6 +27,7 @@ from torch import nn
 
 from anon.errors import AnonError, ConfigError
 from anon.nets.checkpoint import load_checked, read_checkpoint
+from anon.nets.frozen import FrozenNetwork
 from anon.nets.irse import make_body, make_input_layer, resolve_stages, stage_end_indices
 
 #: Name of the official weights for ``anon download``.
@@ -163,7 +164,7 @@ def _n_styles_from_opts(opts: dict, default: int) -> int:
     return default if size is None else 2 * int(math.log2(int(size))) - 2
 
 
-class E4EInverter(nn.Module):
+class E4EInverter(FrozenNetwork):
     """GAN inversion: B x 3 x H x W images in [-1, 1] (any size) -> B x n_styles x w_dim W+ codes.
 
     Images are resized to ``input_size`` x ``input_size`` (bilinear, antialiased, aspect not
@@ -182,6 +183,8 @@ class E4EInverter(nn.Module):
         frozen: no parameter gradients, always eval mode.
         download_name: the ``anon download`` name given in the missing-file error.
     """
+
+    weights = WEIGHTS_NAME
 
     def __init__(
         self,
@@ -211,10 +214,7 @@ class E4EInverter(nn.Module):
         self.start_from_latent_avg = True if start_from_latent_avg is None else bool(start_from_latent_avg)
         if ckpt is not None:
             self._load(ckpt, checkpoint, start_from_latent_avg)
-        self.frozen = bool(frozen)
-        if self.frozen:
-            self.requires_grad_(False)
-            self.eval()
+        self.freeze(frozen)
 
     @property
     def n_styles(self) -> int:
@@ -265,10 +265,6 @@ class E4EInverter(nn.Module):
         if avg.shape[-1] != self.w_dim or avg.shape[0] not in (1, self.n_styles):
             raise AnonError(f"{path}: latent_avg has shape {tuple(avg.shape)}, expected {self.n_styles} x {self.w_dim}")
         self.latent_avg = avg.expand(self.n_styles, self.w_dim).clone()
-
-    def train(self, mode: bool = True) -> "E4EInverter":
-        """A frozen model stays in eval mode (BatchNorm running statistics)."""
-        return super().train(mode and not self.frozen)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W in [-1, 1] -> B x n_styles x w_dim W+ codes."""

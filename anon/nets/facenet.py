@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon.nets.checkpoint import read_checkpoint
+from anon.nets.frozen import FrozenNetwork
 
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, kept by the PyTorch conversion
 NUM_CLASSES = {"vggface2": 8631, "casia-webface": 10575}
@@ -203,7 +204,7 @@ def facenet_standardize(x: torch.Tensor) -> torch.Tensor:
     return (pixels - 127.5) / 128.0
 
 
-class FaceNetIdentity(nn.Module):
+class FaceNetIdentity(FrozenNetwork):
     """Identity encoder: images in ``[-1, 1]`` -> ``B x 512`` L2-normalised FaceNet embeddings.
 
     Pipeline: resize to ``input_size`` x ``input_size`` (bilinear, antialiased, aspect ratio not kept;
@@ -221,12 +222,12 @@ class FaceNetIdentity(nn.Module):
     """
 
     embedding_dim = 512
+    weights = "facenet_vggface2"
 
     def __init__(self, checkpoint: str | Path | None = None, num_classes: int | None = None, input_size: int = 160,
                  frozen: bool = True, download_name: str | None = "facenet_vggface2"):
         super().__init__()
         self.input_size = input_size
-        self.frozen = frozen
         state = None
         if checkpoint is not None:
             state = read_checkpoint(checkpoint, download_name)
@@ -237,14 +238,7 @@ class FaceNetIdentity(nn.Module):
         self.net = InceptionResnetV1(num_classes=num_classes)
         if state is not None:
             self._load(state, checkpoint)
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "FaceNetIdentity":
-        """Build the network and load a facenet-pytorch ``.pt`` state dict from ``path``."""
-        return cls(checkpoint=path, **kwargs)
+        self.freeze(frozen)
 
     def _load(self, state: dict, path) -> None:
         """Strict load; only ``num_batches_tracked`` counters may be absent (they do not affect eval)."""
@@ -257,9 +251,6 @@ class FaceNetIdentity(nn.Module):
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, "
                              f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:5]]}")
         self.net.load_state_dict({**own, **state}, strict=True)
-
-    def train(self, mode: bool = True) -> "FaceNetIdentity":
-        return super().train(mode and not self.frozen)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x H x W`` in ``[-1, 1]`` -> ``B x 3 x S x S`` standardised network input."""

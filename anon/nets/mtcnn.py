@@ -38,6 +38,7 @@ from torch import nn
 
 from anon.lite.packages import resolve
 from anon.nets.checkpoint import read_checkpoint
+from anon.nets.frozen import FrozenNetwork
 
 PACKAGED = {name: f"pkg://facenet_pytorch/data/{name}.pt" for name in ("pnet", "rnet", "onet")}
 
@@ -47,7 +48,7 @@ def _tf_flatten(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
 
 
-class _Net(nn.Module):
+class _Net(FrozenNetwork):
     """A stage network; ``checkpoint`` (pkg:// reference or path) loads strictly, None keeps random weights."""
 
     def _load(self, checkpoint: str | Path | None) -> None:
@@ -56,7 +57,7 @@ class _Net(nn.Module):
             if not isinstance(state, dict):
                 raise ValueError(f"{checkpoint}: not a state dict")
             self.load_state_dict(state, strict=True)
-        self.requires_grad_(False).eval()
+        self.freeze()
 
 
 class PNet(_Net):

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from anon.nets.checkpoint import read_state_dict
+from anon.nets.frozen import FrozenNetwork
 
 #: Name of the official weights for ``anon download``.
 WEIGHTS_NAME = "sfd"
@@ -80,11 +81,13 @@ class L2Norm(nn.Module):
         return x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10) * self.weight.view(1, -1, 1, 1)
 
 
-class S3FD(nn.Module):
+class S3FD(FrozenNetwork):
     """B x 3 x H x W mean-subtracted BGR -> 6 pairs ``(conf B x 2 x h x w logits, loc B x 4 x h x w)``.
 
     ``checkpoint``: path of ``s3fd-619a316812.pth`` (loaded strictly) or ``None`` for random weights.
     """
+
+    weights = WEIGHTS_NAME
 
     def __init__(self, checkpoint: str | Path | None = None):
         super().__init__()
@@ -105,7 +108,7 @@ class S3FD(nn.Module):
             self.add_module(f"{name}_mbox_loc", nn.Conv2d(channels, 4, 3, padding=1))
         if checkpoint is not None:
             self.load_state_dict(read_state_dict(checkpoint, WEIGHTS_NAME), strict=True)
-        self.requires_grad_(False).eval()
+        self.freeze()
 
     def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         features = {}

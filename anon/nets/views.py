@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from anon.nets.frozen import FrozenNetwork
 
 
 def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
@@ -21,7 +22,7 @@ def shifted(images: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return padded[..., pad - dy:pad - dy + h, pad - dx:pad - dx + w]
 
 
-class ViewAveragedIdentity(nn.Module):
+class ViewAveragedIdentity(FrozenNetwork):
     """``images -> L2-normalised mean of net(view)`` over: the image, its mirror (``flip``), shifts by
     ``(+-s, +-s)`` for each ``s`` in ``shifts``, and a 2x-downsampled-and-upsampled copy (``blur``).
 
@@ -32,11 +33,9 @@ class ViewAveragedIdentity(nn.Module):
 
     def __init__(self, net: nn.Module, flip: bool = True, shifts=(2,), blur: bool = True):
         super().__init__()
-        self.net = net.requires_grad_(False).eval()
+        self.net = net
         self.flip, self.shifts, self.blur = bool(flip), [int(s) for s in shifts], bool(blur)
-
-    def train(self, mode: bool = True) -> "ViewAveragedIdentity":
-        return super().train(False)
+        self.freeze()
 
     def views(self, images: torch.Tensor) -> list[torch.Tensor]:
         out = [images]
