@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anon.nets.frozen import FrozenNetwork
+
 
 class LowFrequencyColour(nn.Module):
     """Mean |avg_pool(generated) - avg_pool(original)| over ``factor x factor`` blocks, per sample."""
@@ -35,16 +37,14 @@ class LowFrequencyColour(nn.Module):
         return (pooled - reference).abs().flatten(1).mean(1)
 
 
-class ExpressionTerm(nn.Module):
+class ExpressionTerm(FrozenNetwork):
     """``KL(p_original || p_generated)`` of a classifier giving B x C probabilities (frozen)."""
 
     def __init__(self, classifier: nn.Module, eps: float = 1e-6):
         super().__init__()
-        self.classifier = classifier.requires_grad_(False).eval()
+        self.classifier = classifier
         self.eps = float(eps)
-
-    def train(self, mode: bool = True) -> "ExpressionTerm":
-        return super().train(False)  # the classifier's BatchNorm never leaves eval
+        self.freeze()  # the classifier's BatchNorm never leaves eval
 
     def reference(self, originals: torch.Tensor) -> torch.Tensor:
         return self.classifier(originals).float().clamp_min(self.eps)
@@ -54,7 +54,7 @@ class ExpressionTerm(nn.Module):
         return (reference * (reference.log() - log_generated)).sum(1)
 
 
-class LandmarkTerm(nn.Module):
+class LandmarkTerm(FrozenNetwork):
     """Mean L1 (or squared L2) distance of MTCNN O-Net's five landmarks, generated vs original, per sample.
 
     The whole aligned face (N x 3 x H x W in [-1, 1]) is the O-Net's box: it is resized to 48 px and
@@ -73,11 +73,9 @@ class LandmarkTerm(nn.Module):
         super().__init__()
         if distance not in ("l1", "l2"):
             raise ValueError(f"landmark term distance must be l1 or l2, not {distance!r}")
-        self.onet = onet.requires_grad_(False).eval()
+        self.onet = onet
         self.distance = distance
-
-    def train(self, mode: bool = True) -> "LandmarkTerm":
-        return super().train(False)
+        self.freeze()
 
     def landmarks(self, images: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W in [-1, 1] -> N x 10 landmarks (x1..x5, y1..y5) in units of the image."""

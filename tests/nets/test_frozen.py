@@ -16,13 +16,14 @@ from anon.weights import REGISTRY
 # Every pretrained network the method only reads (the StyleGAN2 generator is built by its loader, frozen).
 EXPECTED = {"ArcFaceIdentity", "E4EInverter", "FaceNetIdentity", "FarlAttributes", "MobileFaceNetIdentity",
             "MobileFaceNetTokens", "DCGANGenerator", "ViewAveragedIdentity", "FAN", "S3FD", "MiniXception",
-            "PNet", "RNet", "ONet", "FIDInceptionV3"}
+            "PNet", "RNet", "ONet", "FIDInceptionV3", "ExpressionTerm", "LandmarkTerm"}
 
 
 def frozen_networks() -> dict[str, type]:
     for module in pkgutil.walk_packages(anon.nets.__path__, "anon.nets."):
         importlib.import_module(module.name)
     importlib.import_module("anon.metrics.fid")
+    importlib.import_module("anon.attribute_terms")
     found, todo = {}, [FrozenNetwork]
     while todo:
         for sub in todo.pop().__subclasses__():
@@ -42,6 +43,7 @@ def test_every_pretrained_network_uses_the_base_with_a_known_weights_key():
 
 
 def small_frozen_networks() -> dict[str, nn.Module]:
+    from anon.attribute_terms import ExpressionTerm, LandmarkTerm
     from anon.nets.dcgan import DCGANGenerator
     from anon.nets.farl import FarlAttributes
     from anon.nets.mini_xception import MiniXception
@@ -51,7 +53,8 @@ def small_frozen_networks() -> dict[str, nn.Module]:
     farl = dict(input_resolution=32, patch_size=8, width=32, layers=2, heads=2, output_dim=16)
     return {"farl": FarlAttributes(**farl), "dcgan": DCGANGenerator(checkpoint=None, ngf=8),
             "xception": MiniXception(), "pnet": PNet(None), "rnet": RNet(None), "onet": ONet(None),
-            "views": ViewAveragedIdentity(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout()))}
+            "views": ViewAveragedIdentity(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Dropout())),
+            "landmarks": LandmarkTerm(ONet(None)), "expression": ExpressionTerm(nn.Sequential(nn.BatchNorm1d(3)))}
 
 
 def test_frozen_networks_stay_in_eval_mode_inside_a_module_that_trains():
