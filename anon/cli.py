@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     if command == "download":
-        from anon.weights import download_main
+        from anon.weights_download import download_main
 
         return download_main(argv[1:])
     if command in ("pipeline", "evaluate", "photos", "publish"):

@@ -19,7 +19,8 @@ import pytest
 
 from anon.download import ChecksumError, DownloadError
 from anon.errors import AnonError, MissingCheckpointError
-from anon.weights import REGISTRY, Checkpoint, download, download_main, resolve, weights_dir
+from anon.weights import REGISTRY, Checkpoint, resolve, weights_dir
+from anon.weights_download import download, download_main
 
 
 # ----------------------------------------------------------------------------- test server
