@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -47,10 +47,12 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageFilter, ImageOps
 
 from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
-from anon.data.images import ALPHA_MODES, degenerate, to_rgb8
+from anon.data.images import degenerate, merge_image, split_image
 from anon.errors import ConfigError
 from anon.face_outline import OUTLINES, face_outline, hull_mask
 from anon.nets.tuned import split_inversion
+from anon.photo_paste import blend, ellipse_mask, feather_mask, shifted_transform, window_bounds
+from anon.photo_records import Face, PhotoResult
 from anon.seeding import content_key, takes_ids
 
 POLICIES = ("leave", "blur", "fill")
@@ -186,62 +188,6 @@ class FalcoFaceAnonymizer:
         return _resize(result["images"].detach().float(), size).clamp(-1.0, 1.0).cpu()
 
 
-# ---------------------------------------------------------------------------------------------- per-face records
-@dataclass
-class Face:
-    """One detected face of a photo.
-
-    ``box``: (4,) ``x1, y1, x2, y2`` photo pixels; ``landmarks``: 5 x 2 ``(x, y)`` pixel centres;
-    ``status``: ``aligned`` | ``too_small`` | ``bad_landmarks``; ``policy``: what was done --
-    ``anonymised`` | ``left`` | ``blurred`` | ``filled``; ``transform``: the alignment (photo
-    coordinates) of an aligned face; ``window``: ``(x0, y0, x1, y1)`` photo region the face touches;
-    ``crop`` / ``result``: ``3 x S x S`` in [-1, 1] before / after anonymisation.
-    """
-
-    box: np.ndarray
-    prob: float
-    landmarks: np.ndarray
-    status: str = "aligned"
-    policy: str = "anonymised"
-    face_size: float | None = None
-    transform: AlignTransform | None = None
-    window: tuple[int, int, int, int] | None = None
-    crop: torch.Tensor | None = field(default=None, repr=False)
-    result: torch.Tensor | None = field(default=None, repr=False)
-    info: dict = field(default_factory=dict)
-    key: str | None = field(default=None, repr=False)
-    outline: np.ndarray | None = field(default=None, repr=False)  # K x 2 hull (photo px) for mask_shape=hull
-
-    def record(self) -> dict[str, Any]:
-        """JSON-ready manifest entry (no landmarks: the transform is enough to paste back)."""
-        return {"box": [round(float(v), 2) for v in self.box], "prob": round(float(self.prob), 4),
-                "face_size": None if self.face_size is None else round(float(self.face_size), 2),
-                "status": self.status, "policy": self.policy,
-                "transform": None if self.transform is None else self.transform.to_dict(), **self.info}
-
-
-@dataclass
-class PhotoResult:
-    """An anonymised photo: ``image`` H x W x 3 uint8 RGB and its faces (see :class:`Face`)."""
-
-    image: np.ndarray
-    faces: list[Face]
-    seconds: float = 0.0
-    error: str | None = None
-
-    @property
-    def status(self) -> str:
-        """``done``; ``no_face`` (returned unchanged); or ``failed``: no face found in an image where none
-        could be searched (``error`` says why, e.g. a blank frame), which must not pass as face-free, or
-        none found under ``no_face_policy=fail``."""
-        return "done" if self.faces else ("failed" if self.error else "no_face")
-
-    @property
-    def changed(self) -> bool:
-        """Whether any pixel may differ from the input (a face anonymised, blurred or filled)."""
-        return any(f.policy != "left" for f in self.faces)
-
-
 @dataclass
 class _Pending:
     key: Any
@@ -252,62 +198,6 @@ class _Pending:
     @property
     def ready(self) -> bool:
         return all(f.crop is None for f in self.faces)
-
-
-# ---------------------------------------------------------------------------------------------- geometry helpers
-def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-def _bounds(xs: np.ndarray, ys: np.ndarray, height: int, width: int, margin: int) -> tuple[int, int, int, int] | None:
-    """Integer window ``(x0, y0, x1, y1)`` holding every pixel whose centre is within ``margin`` px of the
-    points' bounding box, clipped to the photo; None when it leaves nothing."""
-    x0, x1 = max(int(np.floor(xs.min())) - margin, 0), min(int(np.ceil(xs.max())) + margin + 1, width)
-    y0, y1 = max(int(np.floor(ys.min())) - margin, 0), min(int(np.ceil(ys.max())) + margin + 1, height)
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
-
-
-def _shifted(transform: AlignTransform, x0: int, y0: int) -> AlignTransform:
-    """The same transform in the coordinates of a window whose top-left pixel is ``(x0, y0)``."""
-    return AlignTransform(transform.quad - np.array([x0, y0], dtype=np.float64), transform.size)
-
-
-def feather_mask(transform: AlignTransform, height: int, width: int, shape: str = "ellipse",
-                 feather: float = 0.25) -> np.ndarray:
-    """Blend weight of an ``height x width`` canvas (float32 in [0, 1]) for a crop pasted by ``transform``.
-
-    Computed from each canvas pixel's crop coordinates ``(a, b)`` in [-1, 1] (module docstring):
-    0 on and outside the crop's border, 1 from ``feather`` (fraction of the half-side) inside it.
-    """
-    if shape not in ("ellipse", "square"):
-        raise ConfigError(f"a crop mask is ellipse or square, not {shape!r}")
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    uv = transform.to_aligned(np.stack([xs, ys], axis=-1))
-    ab = (uv + 0.5) * (2.0 / transform.size) - 1.0
-    if shape == "square":
-        d = 1.0 - np.abs(ab).max(axis=-1)
-    else:
-        d = 1.0 - np.hypot(ab[..., 0], ab[..., 1])
-    return _smoothstep(d / max(float(feather), 1e-6)).astype(np.float32)
-
-
-def ellipse_mask(box: np.ndarray, window: tuple[int, int, int, int], scale: float, feather: float) -> np.ndarray:
-    """Feathered ellipse ``scale`` times the box (float32 window-sized, 1 inside, 0 outside)."""
-    x0, y0, x1, y1 = window
-    cx, cy = 0.5 * (box[0] + box[2]), 0.5 * (box[1] + box[3])
-    rx, ry = max(0.5 * scale * (box[2] - box[0]), 0.5), max(0.5 * scale * (box[3] - box[1]), 0.5)
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
-    d = 1.0 - np.hypot((xs - cx) / rx, (ys - cy) / ry)
-    return _smoothstep(d / max(float(feather), 1e-6)).astype(np.float32)
-
-
-def _blend(out: np.ndarray, window: tuple[int, int, int, int], layer: np.ndarray, alpha: np.ndarray) -> None:
-    """``out[window] += alpha * (layer - out[window])`` in place, rounded; alpha 0 leaves a pixel exactly."""
-    x0, y0, x1, y1 = window
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    mixed = region + alpha[..., None] * (layer.astype(np.float32) - region)
-    out[y0:y1, x0:x1] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
 
 
 @contextmanager
@@ -322,25 +212,6 @@ def _torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(old)
-
-
-# ---------------------------------------------------------------------------------------------- image types
-def split_image(image: Image.Image) -> tuple[np.ndarray, Image.Image | None, str]:
-    """An upright PIL image -> (``H x W x 3`` uint8 RGB, alpha channel or None, mode to hand back)."""
-    mode = image.mode
-    alpha = None
-    if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
-        alpha = image.convert("RGBA").getchannel("A")
-    out_mode = mode if mode in ("RGB", "RGBA", "L", "LA") else ("RGBA" if alpha is not None else "RGB")
-    return to_rgb8(image), alpha, out_mode
-
-
-def merge_image(rgb: np.ndarray, alpha: Image.Image | None, mode: str) -> Image.Image:
-    """Inverse of :func:`split_image`: RGB pixels (+ the untouched alpha) back in ``mode``."""
-    image = Image.fromarray(rgb, "RGB")
-    if alpha is not None:
-        image.putalpha(alpha)
-    return image if image.mode == mode else image.convert(mode)
 
 
 # ---------------------------------------------------------------------------------------------- the anonymiser
@@ -475,7 +346,7 @@ class Anonymizer:
             if not face.face_size > 0:
                 raise ValueError("degenerate landmarks")
             transform = AlignTransform.from_landmarks(face.landmarks, self.crop_size, self.zoom)
-            window = _bounds(transform.quad[:, 0], transform.quad[:, 1], height, width, margin=2)
+            window = window_bounds(transform.quad[:, 0], transform.quad[:, 1], height, width, margin=2)
             if window is None:
                 raise ValueError("the crop lies outside the photo")
         except ValueError:
@@ -511,7 +382,7 @@ class Anonymizer:
         x0, y0, x1, y1 = face.window
         window = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1)[None]
         window = window.float().div(127.5).sub(1.0)
-        return _shifted(face.transform, x0, y0).warp(window, border_blur=self.border_blur)[0]
+        return shifted_transform(face.transform, x0, y0).warp(window, border_blur=self.border_blur)[0]
 
     def anonymise_crops(self, crops: torch.Tensor, keys: Sequence[str] | None = None) -> tuple[torch.Tensor, list[dict]]:
         """All crops (N x 3 x S x S) through the face anonymiser, ``batch_size`` at a time.
@@ -549,7 +420,7 @@ class Anonymizer:
 
     def _paste_face(self, out: np.ndarray, face: Face) -> None:
         x0, y0, x1, y1 = face.window
-        local = _shifted(face.transform, x0, y0)
+        local = shifted_transform(face.transform, x0, y0)
         canvas, _ = local.unwarp(face.result[None].float(), (y1 - y0, x1 - x0))
         layer = (canvas[0].permute(1, 2, 0).numpy() + 1.0) * 127.5
         if self.mask_shape == "hull":
@@ -557,7 +428,7 @@ class Anonymizer:
                                hull_mask(face.outline, face.window, self.hull_feather))
         else:
             alpha = feather_mask(local, y1 - y0, x1 - x0, self.mask_shape, self.feather)
-        _blend(out, face.window, layer, alpha)
+        blend(out, face.window, layer, alpha)
 
     def _apply_policy(self, out: np.ndarray, face: Face) -> None:
         height, width = out.shape[:2]
@@ -565,7 +436,7 @@ class Anonymizer:
         side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
         half = 0.5 * self.region_scale * np.array([box[2] - box[0], box[3] - box[1]])
         centre = 0.5 * np.array([box[0] + box[2], box[1] + box[3]])
-        window = _bounds(np.array([centre[0] - half[0], centre[0] + half[0]]),
+        window = window_bounds(np.array([centre[0] - half[0], centre[0] + half[0]]),
                          np.array([centre[1] - half[1], centre[1] + half[1]]), height, width, margin=1)
         if window is None:
             return
@@ -583,7 +454,7 @@ class Anonymizer:
             bx1, by1 = min(x1 + pad, width), min(y1 + pad, height)
             blurred = Image.fromarray(out[by0:by1, bx0:bx1]).filter(ImageFilter.GaussianBlur(sigma))
             layer = np.asarray(blurred)[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
-        _blend(out, window, layer, alpha)
+        blend(out, window, layer, alpha)
 
     # -- whole photos -----------------------------------------------------------------------------
     def process(self, image: np.ndarray) -> PhotoResult:

@@ -42,11 +42,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 
-from anon.data.images import is_image_entry
+from anon.data.images import is_image_entry, merge_image, split_image
 from anon.errors import MissingDataError
 from anon.folder_lock import FolderLock
 from anon.manifest import append_jsonl
-from anon.photos import Anonymizer, PhotoResult, merge_image, split_image
+from anon.photo_records import PhotoResult
+from anon.photos import Anonymizer
 from anon.run import CONFIG_DIR, one_line_errors
 
 MANIFEST = "manifest.jsonl"

@@ -22,7 +22,8 @@ from PIL import Image, ImageOps
 
 from anon.data.align import AlignTransform
 from anon.errors import MissingDataError
-from anon.photos import Anonymizer, FaceAnonymizer, IdentityFaceAnonymizer, _shifted, feather_mask
+from anon.photo_paste import feather_mask, shifted_transform
+from anon.photos import Anonymizer, FaceAnonymizer, IdentityFaceAnonymizer
 from anon.photos_cli import anonymize_folder, read_photo, strip_jpeg_metadata
 from tests.requires import unavailable
 
@@ -173,7 +174,7 @@ def test_paste_blends_over_a_feathered_ramp_without_a_box_edge():
                                  min_face_size=10, mask_shape="ellipse")
     result = anonymizer.process(image)
     (face,) = result.faces
-    local = _shifted(face.transform, 0, 0)
+    local = shifted_transform(face.transform, 0, 0)
     alpha = feather_mask(local, 160, 160, "ellipse", 0.25)
     expected = np.rint(200 + alpha * (127.5 - 200))  # grey (127.5) blended over white by the mask
     assert np.abs(result.image[..., 0].astype(float) - expected).max() <= 1

@@ -118,3 +118,21 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     """N x 3 x H x W in [-1, 1] -> N x H x W x 3 uint8 (values outside the range are clipped, no rescaling)."""
     x = ((images.detach().float().cpu() + 1) * 127.5).round().clamp(0, 255)
     return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def split_image(image: Image.Image) -> tuple[np.ndarray, Image.Image | None, str]:
+    """An upright PIL image -> (``H x W x 3`` uint8 RGB, alpha channel or None, mode to hand back)."""
+    mode = image.mode
+    alpha = None
+    if mode in ALPHA_MODES or (mode == "P" and "transparency" in image.info):
+        alpha = image.convert("RGBA").getchannel("A")
+    out_mode = mode if mode in ("RGB", "RGBA", "L", "LA") else ("RGBA" if alpha is not None else "RGB")
+    return to_rgb8(image), alpha, out_mode
+
+
+def merge_image(rgb: np.ndarray, alpha: Image.Image | None, mode: str) -> Image.Image:
+    """Inverse of :func:`split_image`: RGB pixels (+ the untouched alpha) back in ``mode``."""
+    image = Image.fromarray(rgb, "RGB")
+    if alpha is not None:
+        image.putalpha(alpha)
+    return image if image.mode == mode else image.convert(mode)
