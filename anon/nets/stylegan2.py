@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from anon.nets.frozen import FrozenNetwork
+
 SQRT2 = math.sqrt(2.0)
 
 
@@ -254,7 +256,7 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(FrozenNetwork):
     """Mapping + synthesis (``has_wplus``: FALCO's layer ranges apply). Construct from sizes (Hydra) or from a checkpoint (:func:`from_checkpoint`).
 
     Defaults are config-f at 1024 px (18 W+ rows, 512-d w). A tiny test config is e.g.
@@ -262,6 +264,7 @@ class StyleGAN2Generator(nn.Module):
     """
 
     has_wplus = True
+    weights = "stylegan2_ffhq1024"  # FALCO's; the loader opens the others too (conf/generator/)
 
     def __init__(self, resolution: int = 1024, z_dim: int = 512, w_dim: int = 512, mapping_layers: int = 8,
                  channel_base: int = 32768, channel_max: int = 512, mapping_lr_mul: float = 0.01,
@@ -276,6 +279,7 @@ class StyleGAN2Generator(nn.Module):
                                 channel_base=channel_base, channel_max=channel_max, mapping_lr_mul=mapping_lr_mul,
                                 conv_clamp=conv_clamp)
         self.set_fused_modconv(fused_modconv)
+        self.freeze()  # nothing trains it: pivotal tuning adds per-image offsets (anon/nets/tuned.py)
 
     def set_fused_modconv(self, fused: bool) -> None:
         """Grouped-conv (True, one kernel per sample) or batched-conv (False) modulated convolutions:

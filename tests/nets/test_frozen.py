@@ -13,10 +13,11 @@ from anon.lite.npm import LITE
 from anon.nets.frozen import FrozenNetwork
 from anon.weights import REGISTRY
 
-# Every pretrained network the method only reads (the StyleGAN2 generator is built by its loader, frozen).
+# Every pretrained network the method only reads.
 EXPECTED = {"ArcFaceIdentity", "E4EInverter", "FaceNetIdentity", "FarlAttributes", "MobileFaceNetIdentity",
             "MobileFaceNetTokens", "DCGANGenerator", "ViewAveragedIdentity", "FAN", "S3FD", "MiniXception",
-            "PNet", "RNet", "ONet", "FIDInceptionV3", "ExpressionTerm", "LandmarkTerm"}
+            "PNet", "RNet", "ONet", "FIDInceptionV3", "ExpressionTerm", "LandmarkTerm",
+            "StyleGAN2Generator"}
 
 
 def frozen_networks() -> dict[str, type]:
