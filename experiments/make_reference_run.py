@@ -10,7 +10,9 @@ move), and writes what a refactor must leave untouched to ``tests/reference_run/
 - ``codes.pt``: the final code and the inversion of each face (compared exactly);
 - ``record.json``: the pairs, each face's final and initial losses from the manifest, the sha256 of
   each aligned crop's pixels (the crops are LFW faces: only their digest is kept in the repository),
-  and the commit, torch version and settings it was made with.
+  for the lite run the numbers of ``anon evaluate`` as the demo runs it (dlib's ResNet on the crops,
+  MTCNN detection, pose, expression) from each face's ``verification.jsonl`` line, and the commit,
+  torch version and settings it was made with.
 
 ``tests/test_reference_run.py`` reruns the same function and compares. Regenerate only on purpose,
 when a change of behaviour is intended, and say so in the commit.
@@ -53,6 +55,8 @@ LITE = ["experiment=lite", "generator=dcgan_face64", "identity=mobilefacenet", "
         "inverter.latent_reg=0.001", "fakes.num_samples=64", "fakes.truncation_psi=0.7", "fakes.seed=0",
         "pair.k=1", "pair.originals=aligned"]
 SETTINGS = {"tiny": TINY, "lite": LITE}
+# `anon evaluate` after the lite run, as `make demo` runs it (anon/demo.py).
+EVALUATE = {"lite": ["evaluators=[dlib_resnet_crops]", "+thresholds.dlib_resnet_crops=null"]}
 
 
 @contextmanager
@@ -88,6 +92,8 @@ def run_reference(kind: str, shared_data: Path, work: Path) -> dict:
     with one_thread():
         summary = run_pipeline(cfg)
     run_dir = Path(summary["run_dir"])
+    if kind in EVALUATE:
+        evaluate_run(run_dir, work, EVALUATE[kind])
     manifest = [json.loads(x) for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
     out = {"images": {}, "codes": {}, "record": {"pairs": json.loads(Path(cfg.stages.pair_dir, "pairs.json").read_text()),
                                                    "losses": {}, "aligned_sha256": {}}}
@@ -101,7 +107,34 @@ def run_reference(kind: str, shared_data: Path, work: Path) -> dict:
         if cfg.get("align") is not None:
             crop = np.asarray(Image.open(r["source"]))
             out["record"]["aligned_sha256"][r["id"]] = hashlib.sha256(crop.tobytes()).hexdigest()
+    if kind in EVALUATE:
+        lines = [json.loads(x) for x in (run_dir / "verification.jsonl").read_text().splitlines()]
+        out["record"]["evaluation"] = {r["id"]: numbers(r) for r in sorted(lines, key=lambda r: r["id"])}
     return out
+
+
+def evaluate_run(run_dir: Path, work: Path, overrides: list[str]) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from anon.run import CONFIG_DIR
+    from anon.stages.evaluate import evaluate
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("evaluate", overrides=[*overrides, f"output_root={work / 'out'}"])
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    with one_thread():
+        evaluate(cfg)
+
+
+def numbers(record, prefix: str = "") -> dict:
+    """The numeric, boolean and null leaves of a JSON record, by slash path (wording and paths left out)."""
+    if isinstance(record, dict):
+        return {k: v for key, value in record.items() for k, v in numbers(value, f"{prefix}/{key}").items()}
+    if isinstance(record, list):
+        return {k: v for i, value in enumerate(record) for k, v in numbers(value, f"{prefix}[{i}]").items()}
+    return {prefix: record} if record is None or isinstance(record, (bool, int, float)) else {}
 
 
 def write(kind: str, result: dict, folder: Path) -> None:
@@ -111,7 +144,10 @@ def write(kind: str, result: dict, folder: Path) -> None:
     for image_id, pixels in result["images"].items():
         save_png(pixels, folder / "images" / f"{image_id}.png")
     torch.save({k: v.clone() for k, v in result["codes"].items()}, folder / "codes.pt")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+    import anon  # the code that made the run: the commit of the checkout it was imported from
+
+    code = Path(anon.__file__).resolve().parents[1]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=code, capture_output=True,
                             text=True).stdout.strip()
     made = {"commit": commit, "torch": torch.__version__, "threads": 1, "settings": SETTINGS[kind]}
     (folder / "record.json").write_text(json.dumps({**result["record"], "made_with": made}, indent=1,

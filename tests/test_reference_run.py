@@ -1,4 +1,5 @@
-"""Behaviour unchanged: the tiny and the lite pipeline on two LFW faces give exactly the stored reference.
+"""Behaviour unchanged: the tiny and the lite pipeline on two LFW faces (the lite one followed by the demo's
+``anon evaluate``) give exactly the stored reference.
 
 The reference (``tests/reference_run/``) was made by ``experiments/make_reference_run.py`` at the commit
 its ``record.json`` names. Every image is compared pixel for pixel and every code and loss exactly:
@@ -7,6 +8,7 @@ runs), fixed seeds and explicit method settings. Exactness holds on one machine 
 CPU family (other SIMD kernels) or torch version may move the last bits -- then the assertion says
 by how much, and the reference is regenerated there on purpose, not loosened.
 """
+import json
 import sys
 from pathlib import Path
 
@@ -42,6 +44,16 @@ def compare(result: dict, reference: dict) -> list[str]:
     for key in ("pairs", "losses", "aligned_sha256"):
         if result["record"][key] != reference["record"][key]:
             problems.append(f"{key}: {result['record'][key]} != {reference['record'][key]}")
+    got, want = result["record"].get("evaluation", {}), reference["record"].get("evaluation", {})
+    if sorted(got) != sorted(want):
+        problems.append(f"evaluated ids {sorted(got)} != {sorted(want)}")
+    for image_id in sorted(set(got) & set(want)):
+        mine, theirs = got[image_id], want[image_id]
+        changed = {k: (mine.get(k, "absent"), v) for k, v in theirs.items() if mine.get(k, "absent") != v}
+        changed.update({k: (v, "absent") for k, v in mine.items() if k not in theirs})
+        if changed:
+            problems.append(f"evaluation of {image_id}: {len(changed)} values differ (got, reference): "
+                            f"{dict(list(changed.items())[:6])}")
     return problems
 
 
@@ -55,15 +67,19 @@ def test_pipeline_gives_the_reference_run(kind, shared_data, tmp_path):
     assert not problems, f"{kind} pipeline differs from tests/reference_run/{kind}:\n" + "\n".join(problems)
 
 
-def test_compare_reports_one_changed_pixel_and_one_changed_code_bit():
-    reference = load(REFERENCE_DIR / "tiny")
+def test_compare_reports_one_changed_pixel_code_bit_and_evaluation_number():
+    reference = load(REFERENCE_DIR / "lite")
     changed = {"images": {k: v.copy() for k, v in reference["images"].items()},
-               "codes": {k: v.clone() for k, v in reference["codes"].items()}, "record": dict(reference["record"])}
+               "codes": {k: v.clone() for k, v in reference["codes"].items()},
+               "record": json.loads(json.dumps(reference["record"]))}
+    assert compare(changed, reference) == []
     first_image, first_code = sorted(changed["images"])[0], sorted(changed["codes"])[0]
     changed["images"][first_image][0, 0, 0] ^= 1
     code = changed["codes"][first_code].view(-1)
     code[0] = torch.nextafter(code[0], torch.tensor(float("inf")))
+    changed["record"]["evaluation"][first_image]["/evaluators/dlib_resnet_crops/distance"] += 1e-12
     problems = compare(changed, reference)
-    assert len(problems) == 2, problems
+    assert len(problems) == 3, problems
     assert problems[0].startswith(f"image {first_image}: 1 values differ, by up to 1")
     assert problems[1].startswith(f"code {first_code}:")
+    assert problems[2].startswith(f"evaluation of {first_image}: 1 values differ")
