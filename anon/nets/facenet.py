@@ -204,6 +204,10 @@ def facenet_standardize(x: torch.Tensor) -> torch.Tensor:
     return (pixels - 127.5) / 128.0
 
 
+#: Name of the official weights (``anon download facenet_vggface2``).
+WEIGHTS_NAME = "facenet_vggface2"
+
+
 class FaceNetIdentity(FrozenNetwork):
     """Identity encoder: images in ``[-1, 1]`` -> ``B x 512`` L2-normalised FaceNet embeddings.
 
@@ -222,10 +226,10 @@ class FaceNetIdentity(FrozenNetwork):
     """
 
     embedding_dim = 512
-    weights = "facenet_vggface2"
+    weights = WEIGHTS_NAME
 
     def __init__(self, checkpoint: str | Path | None = None, num_classes: int | None = None, input_size: int = 160,
-                 frozen: bool = True, download_name: str | None = "facenet_vggface2"):
+                 frozen: bool = True, download_name: str | None = WEIGHTS_NAME):
         super().__init__()
         self.input_size = input_size
         state = None

