@@ -7,9 +7,10 @@ with fixed seeds, one CPU thread and every method setting spelled out (not the d
 move), and writes what a refactor must leave untouched to ``tests/reference_run/<kind>/``:
 
 - ``images/<id>.png``: the anonymised images (compared pixel for pixel);
-- ``codes.pt``: the final code and the inversion of each face (compared exactly);
+- ``codes.pt``: the final (anonymised) code of each face (compared exactly);
 - ``record.json``: the pairs, each face's final and initial losses from the manifest, the sha256 of
-  each aligned crop's pixels (the crops are LFW faces: only their digest is kept in the repository),
+  each aligned crop's pixels and of each face's inversion code (both stand for an LFW face: only their
+  digests are kept in the repository),
   for the lite run the numbers of ``anon evaluate`` as the demo runs it (dlib's ResNet on the crops,
   MTCNN detection, pose, expression) from each face's ``verification.jsonl`` line, and the commit,
   torch version and settings it was made with.
@@ -96,13 +97,13 @@ def run_reference(kind: str, shared_data: Path, work: Path) -> dict:
         evaluate_run(run_dir, work, EVALUATE[kind])
     manifest = [json.loads(x) for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
     out = {"images": {}, "codes": {}, "record": {"pairs": json.loads(Path(cfg.stages.pair_dir, "pairs.json").read_text()),
-                                                   "losses": {}, "aligned_sha256": {}}}
+                                                   "losses": {}, "aligned_sha256": {}, "inversion_sha256": {}}}
     for r in sorted(manifest, key=lambda r: r["id"]):
         assert r["status"] == "done", r
         out["images"][r["id"]] = np.asarray(Image.open(run_dir / r["image"]))
         out["codes"][f"final/{r['id']}"] = torch.load(run_dir / r["code"], weights_only=True)
-        out["codes"][f"inversion/{r['id']}"] = torch.load(Path(cfg.stages.invert_dir, "codes", f"{r['id']}.pt"),
-                                                          weights_only=True)
+        inversion = torch.load(Path(cfg.stages.invert_dir, "codes", f"{r['id']}.pt"), weights_only=True)
+        out["record"]["inversion_sha256"][r["id"]] = tensor_sha256(inversion)
         out["record"]["losses"][r["id"]] = {"final": r["loss"], "initial": r["loss_initial"]}
         if cfg.get("align") is not None:
             crop = np.asarray(Image.open(r["source"]))
@@ -111,6 +112,13 @@ def run_reference(kind: str, shared_data: Path, work: Path) -> dict:
         lines = [json.loads(x) for x in (run_dir / "verification.jsonl").read_text().splitlines()]
         out["record"]["evaluation"] = {r["id"]: numbers(r) for r in sorted(lines, key=lambda r: r["id"])}
     return out
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes: equal digests, bitwise equal tensors."""
+    data = tensor.detach().cpu().contiguous()
+    head = f"{data.dtype} {tuple(data.shape)}\n".encode()
+    return hashlib.sha256(head + data.view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def evaluate_run(run_dir: Path, work: Path, overrides: list[str]) -> None:
