@@ -16,7 +16,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from anon.nets.checkpoint import load_checked, read_state_dict
 from anon.nets.frozen import FrozenNetwork

@@ -22,7 +22,6 @@ the image by the inverse crop map and truncated to an integer, as the official c
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np

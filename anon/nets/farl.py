@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from anon.errors import CheckpointMismatchError
 from anon.nets.checkpoint import read_checkpoint

@@ -79,7 +79,7 @@ def read_nvidia_pickle(path: str | Path, key: str = "G_ema") -> tuple[dict, dict
 
     state = _flatten(g)
     blocks = {int(c[1:]): synthesis.state["_modules"][c] for c in children}
-    for res, block in blocks.items():
+    for block in blocks.values():
         arch = block.state.get("architecture", "skip")
         if arch != "skip":
             raise StyleGAN2CheckpointError(
