@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import anon  # noqa: E402,F401  (before torch: sets OMP_WAIT_POLICY as the `anon` command does)
 
 VARIANTS = {"zonly": [], "pivotal": ["inverter=pivotal"]}
 STAGES = ("align", "fakes", "invert", "pair", "anonymize")
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         data = args.data or default_photos(args.n, Path(tmp) / "photos")
         n = len([p for p in data.rglob("*") if p.is_file()])
         out = Path(tmp) / "out"  # one folder: the second variant reuses the cached fakes and alignment
-        print(f"[bench] {n} photos, torch threads {torch.get_num_threads()}, load average before "
+        print(f"[bench] {n} photos, torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
+              f"{os.environ.get('OMP_WAIT_POLICY')}, load average before "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         for name in args.variants:
             rows.append(time_variant(name, VARIANTS[name], data.resolve(), out, n, args.fakes_dir))
