@@ -149,7 +149,13 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``B x 3 x 112 x 112`` input -> ``B x embedding_dim`` embeddings (not normalised)."""
-        x = self.feature_map(x, "conv2d_7")
+        return self.embedding_from(self.feature_map(x, TOKEN_LAYERS[0]), TOKEN_LAYERS[0])
+
+    def embedding_from(self, x: torch.Tensor, layer: str) -> torch.Tensor:
+        """The output of ``layer`` (what :meth:`feature_map` returns) -> ``B x embedding_dim`` embeddings: the
+        rest of :meth:`forward`, the same operations, so one trunk can feed both tokens and embeddings."""
+        for name in TOKEN_LAYERS[TOKEN_LAYERS.index(layer) + 1:]:
+            x = getattr(self, name)(x)
         x = self.logits_linear(self.logits_conv(self.logits_separable(x)))
         return x.flatten(1)
 
