@@ -9,7 +9,8 @@ Each variant runs ``anon pipeline experiment=lite`` one stage at a time (``only=
 ``make demo`` does, and times every stage. ``fakes`` (the seeded pool of 2000 fakes) is built once per
 machine and cached, so it is shown apart and left out of the per-face total; every other stage is
 divided by the number of photos. The load average is printed with the timings: the machine may be
-shared, and a loaded CPU stretches every number.
+shared, and a loaded CPU stretches every number. ``anon`` is imported before torch, so OpenMP's idle
+threads sleep as in an ``anon`` command (``OMP_WAIT_POLICY=PASSIVE``, printed in the header).
 """
 from __future__ import annotations
 
