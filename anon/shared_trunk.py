@@ -21,6 +21,8 @@ from anon.nets.mobilefacenet import MobileFaceNetIdentity, MobileFaceNetTokens
 def shares_trunk(identity: nn.Module, attribute: nn.Module) -> bool:
     """Whether ``attribute``'s tokens are ``identity``'s network at its token layer: a plain MobileFaceNet
     identity and MobileFaceNet tokens of the same layer, input layout and weights (values and memory layout)."""
+    if torch.compiler.is_compiling():  # module.compile=true traces the two networks as before
+        return False
     if type(identity) is not MobileFaceNetIdentity or type(attribute) is not MobileFaceNetTokens:
         return False
     if (identity.token_layer, identity.channels_last) != (attribute.token_layer, attribute.channels_last):
@@ -59,7 +61,7 @@ class _TrunkOnce(torch.autograd.Function):
 def embeddings_and_tokens(identity: MobileFaceNetIdentity, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``identity(images)`` and the tokens of its ``token_layer`` (``B x 192``, ``B x T x C``) from one trunk forward."""
     layer = identity.token_layer
-    if not images.requires_grad or torch.compiler.is_compiling():
+    if not images.requires_grad:  # no backward: the one forward is all there is
         fmap = identity.net.feature_map(identity.prepare(images), layer)
         to_embedding, to_tokens = fmap, fmap
     else:
