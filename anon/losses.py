@@ -96,14 +96,17 @@ class FalcoLoss(nn.Module):
     def forward(self, identity: nn.Module, attribute: nn.Module, generated: torch.Tensor,
                 ref: Reference) -> dict[str, torch.Tensor]:
         """Per-sample terms (each N): ``total``, ``identity``, ``attribute`` and ``similarity`` (cosine)."""
+        tokens: torch.Tensor | None = None
         if self.lambda_attr and not self.terms and shares_trunk(identity, attribute):
             emb, tokens = embeddings_and_tokens(identity, generated)  # one trunk forward, same numbers
         else:
-            emb, tokens = identity(generated), attribute(generated) if self.lambda_attr else None
+            emb = identity(generated)
+            if self.lambda_attr:
+                tokens = attribute(generated)
         emb = emb.float()  # loss arithmetic in fp32 even when the networks run in bf16
         similarity = identity_similarity(emb, ref.embedding)
         id_term = (similarity - self.margin).abs()  # m = 0 pushes identities to orthogonal, not opposite
-        attr_term = token_l1_loss(tokens.float(), ref.tokens.float()) if self.lambda_attr else torch.zeros_like(id_term)
+        attr_term = token_l1_loss(tokens.float(), ref.tokens.float()) if tokens is not None else torch.zeros_like(id_term)
         total = self.lambda_id * id_term + self.lambda_attr * attr_term
         extra = {}
         for name, term in self.terms.items():

@@ -11,6 +11,8 @@ the same in either order). So every step, and every output, is bitwise what it w
 """
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,7 +20,7 @@ from torch import nn
 from anon.nets.mobilefacenet import MobileFaceNetIdentity, MobileFaceNetTokens
 
 
-def shares_trunk(identity: nn.Module, attribute: nn.Module) -> bool:
+def shares_trunk(identity: nn.Module, attribute: nn.Module) -> TypeGuard[MobileFaceNetIdentity]:
     """Whether ``attribute``'s tokens are ``identity``'s network at its token layer: a plain MobileFaceNet
     identity and MobileFaceNet tokens of the same layer, input layout and weights (values and memory layout)."""
     if torch.compiler.is_compiling():  # module.compile=true traces the two networks as before
