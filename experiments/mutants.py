@@ -41,19 +41,25 @@ MODULES: dict[str, tuple[str, list[str]]] = {
                                              GOLDEN + "test_stylegan2_rosinality_synthesis_and_mapping_match_the_official_generator",
                                              GOLDEN + "test_stylegan2_genforce_synthesis_and_truncated_mapping_match_falco",
                                              GOLDEN + "test_stylegan2_nvidia_synthesis_and_truncated_mapping_match_the_official_generator"]),
-    "e4e": ("anon/nets/e4e.py", ["tests/nets/test_e4e_resize.py", "tests/nets/test_e4e.py", GOLDEN + "test_e4e_codes_match_falco_get_latents"]),
+    # e4e: the one-image golden (half the time of the two-image one, which `make test` runs)
+    "e4e": ("anon/nets/e4e.py", ["tests/nets/test_e4e_resize.py", "tests/nets/test_e4e.py",
+                                 GOLDEN + "test_e4e_one_image_codes_match_falco_get_latents"]),
 }
 # Only these functions of a module are mutated (mutmut name patterns); default: all of them. In
 # anon/module.py that is the optimisation loop, not the Lightning hooks that write outputs.
 FUNCTIONS: dict[str, list[str]] = {
     "module": ["anon.module.x_tf32_enabled__mutmut_*", "anon.module.xǁFalcoModuleǁoptimise__mutmut_*",
                "anon.module.xǁFalcoModuleǁ_render_and_score__mutmut_*", "anon.module.xǁFalcoModuleǁstep_function__mutmut_*"],
-    # The generator's and the encoder's forward operations (all 854 / 503 mutants take hours on 2 cores:
-    # each e4e mutant runs the 54 s full-size golden test). `--all-functions` mutates everything.
+    # The generator's and the encoder's forward operations and the encoder's construction (all 854 / 503
+    # mutants take hours on 2 cores: each e4e mutant runs a full-size golden, 2.5 s of CPU alone, far
+    # more on a loaded machine). `--all-functions` mutates everything.
     "stylegan2": [f"anon.nets.stylegan2.{f}__mutmut_*" for f in (
         "x_fir_filter", "x_upsample2x", "xǁMappingNetworkǁforward", "x_modulated_conv2d",
         "xǁStyleGAN2Generatorǁforward", "xǁStyleGAN2Generatorǁfrom_checkpoint")],
-    "e4e": ["anon.nets.e4e.xǁE4EInverterǁforward__mutmut_*"],
+    "e4e": [f"anon.nets.e4e.{f}__mutmut_*" for f in (
+        "xǁE4EInverterǁforward", "xǁEncoder4Editingǁforward", "xǁEncoder4Editingǁ__init__", "x__upsample_add",
+        "xǁGradualStyleBlockǁforward", "xǁGradualStyleBlockǁ__init__", "xǁEqualizedLinearǁforward",
+        "xǁEqualizedLinearǁ__init__")],
 }
 DESELECT = "not compiled"  # torch.compile takes minutes per process on this CPU
 COPY = ["anon", "conf", "tests", "experiments", "pyproject.toml"]

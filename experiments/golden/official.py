@@ -23,13 +23,17 @@ if str(REPO_ROOT) not in sys.path:  # the scripts import tests.golden_data (seed
     sys.path.insert(0, str(REPO_ROOT))
 
 
-def parse_args(description: str, git: bool = True, **extra: str) -> argparse.Namespace:
-    """``--official-git DIR`` (required unless ``git`` is false) plus one ``--<name> DIR`` per ``extra``."""
+def parse_args(description: str, git: bool = True, flags: dict[str, str] | None = None,
+               **extra: str) -> argparse.Namespace:
+    """``--official-git DIR`` (required unless ``git`` is false), one ``--<name> DIR`` per ``extra``,
+    and one optional switch ``--<name>`` per entry of ``flags`` (name -> help)."""
     parser = argparse.ArgumentParser(description=description)
     if git:
         parser.add_argument("--official-git", required=True, help="git directory of the official repository")
     for name, help_text in extra.items():
         parser.add_argument(f"--{name.replace('_', '-')}", required=True, help=help_text)
+    for name, help_text in (flags or {}).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", action="store_true", help=help_text)
     return parser.parse_args()
 
 
