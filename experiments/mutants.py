@@ -78,7 +78,7 @@ def scratch_copy(module: str, workdir: Path) -> Path:
         else:
             shutil.copy(src, root / name)
     settings = {"source_paths": ["anon"], "only_mutate": [target], "also_copy": ["conf", "experiments"],
-                "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-k", DESELECT],
+                "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x", "-k", DESELECT],
                 "pytest_add_cli_args_test_selection": tests, "use_git_change_detection": False}
     lines = ["", "[tool.mutmut]"] + [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
     with open(root / "pyproject.toml", "a") as f:

@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from anon.errors import AnonError, CheckpointMismatchError, ConfigError, MissingCheckpointError
-from anon.nets.e4e import E4EInverter, Encoder4Editing
+from anon.nets.e4e import E4EInverter, Encoder4Editing, GradualStyleBlock
 
 from .test_arcface import official_ir_se_trunk_shapes
 from tests.helpers import learned_parameter_count
@@ -211,6 +211,28 @@ def test_tiny_inverter_matches_the_tiny_generator():
     with torch.no_grad():
         images = generator(model(torch.rand(1, 3, 64, 64) * 2 - 1))
     assert images.shape[0] == 1 and torch.isfinite(images).all()
+
+
+def test_bad_encoder_shapes_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"^expected B x 3 x 64 x 64, got \(1, 3, 32, 32\)$"):
+        Encoder4Editing(n_styles=10, **TINY_ARCH)(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="^input_size must be divisible by 16, got 72$"):
+        Encoder4Editing(n_styles=10, **{**TINY_ARCH, "input_size": 72})
+    with pytest.raises(ValueError, match="^e4e needs a 4-stage backbone, got 3 stages$"):
+        Encoder4Editing(n_styles=10, **{**TINY_ARCH, "stage_units": [1, 1, 1], "stage_widths": [8, 8, 16]})
+    for side in (1, 3, 12):
+        with pytest.raises(ValueError, match=f"^style block input side must be a power of two >= 2, got {side}$"):
+            GradualStyleBlock(4, 6, side)
+
+
+@pytest.mark.parametrize("side", [2, 4])
+def test_style_block_halves_its_input_down_to_one_pixel(side):
+    block = GradualStyleBlock(4, 6, side)
+    convs = [m for m in block.convs if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == side.bit_length() - 1 and len(block.convs) == 2 * len(convs)  # conv + LeakyReLU each
+    assert [(c.in_channels, c.out_channels, c.stride, c.padding) for c in convs] == \
+        [(4, 6, (2, 2), (1, 1))] + [(6, 6, (2, 2), (1, 1))] * (len(convs) - 1)
+    assert block(torch.rand(3, 4, side, side)).shape == (3, 6)
 
 
 # --------------------------------------------------------------------------------- (c) missing
