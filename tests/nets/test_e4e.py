@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from anon.errors import AnonError, CheckpointMismatchError, ConfigError, MissingCheckpointError
-from anon.nets.e4e import E4EInverter, Encoder4Editing, GradualStyleBlock
+from anon.nets.e4e import E4EInverter, EqualizedLinear, Encoder4Editing, GradualStyleBlock
 
 from .test_arcface import official_ir_se_trunk_shapes
 from tests.helpers import learned_parameter_count
@@ -233,6 +233,20 @@ def test_style_block_halves_its_input_down_to_one_pixel(side):
     assert [(c.in_channels, c.out_channels, c.stride, c.padding) for c in convs] == \
         [(4, 6, (2, 2), (1, 1))] + [(6, 6, (2, 2), (1, 1))] * (len(convs) - 1)
     assert block(torch.rand(3, 4, side, side)).shape == (3, 6)
+
+
+def test_equalized_linear_scales_weight_and_bias_at_run_time():
+    """rosinality's EqualLinear: weight * lr_mul / sqrt(in_dim), bias * lr_mul (e4e itself uses lr_mul 1)."""
+    torch.manual_seed(0)
+    assert 3.5 < float(EqualizedLinear(64, 64, lr_mul=0.25).weight.detach().std()) < 4.5  # stored as normal / lr_mul
+    layer = EqualizedLinear(4, 2, lr_mul=0.5)
+    assert layer.weight.shape == (2, 4) and torch.equal(layer.bias, torch.zeros(2))
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 1.0, 1.0, 1.0], [2.0, 0.0, 0.0, -2.0]]))
+        layer.bias.copy_(torch.tensor([1.0, -3.0]))
+        out = layer(torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    # row 0: 10 * 0.5 / 2 + 1 * 0.5; row 1: (2 - 8) * 0.5 / 2 - 3 * 0.5
+    torch.testing.assert_close(out, torch.tensor([[3.0, -3.0]]), rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------- (c) missing
