@@ -122,6 +122,18 @@ def test_full_size_loading_is_strict(tmp_path, edit):
         E4EInverter.from_checkpoint(path)
 
 
+def test_default_encoder_is_the_official_ffhq_layout():
+    with torch.device("meta"):  # shapes only: no 267 M numbers
+        encoder = Encoder4Editing()
+    assert (encoder.n_styles, encoder.w_dim, encoder.input_size, encoder.progressive_stage) == (18, 512, 256, 18)
+    assert {k: tuple(v.shape) for k, v in encoder.state_dict().items()} == official_e4e_encoder_shapes()
+
+
+def test_mode_ir_builds_the_trunk_without_squeeze_excite():
+    gates = lambda mode: sum(".fc1." in k for k in Encoder4Editing(n_styles=10, mode=mode, **TINY_ARCH).state_dict())
+    assert (gates("ir"), gates("ir_se")) == (0, 4)  # one gate per residual unit
+
+
 # --------------------------------------------------------------------------------- opts handling
 @pytest.fixture
 def tiny_source():
@@ -175,9 +187,11 @@ def test_pickled_namespace_opts_are_refused_with_a_clear_error(tmp_path, tiny_so
 @pytest.mark.parametrize("stage", [0, 3, 8])
 def test_progressive_stage_limits_the_deltas(tiny_source, stage):
     x = torch.rand(1, 3, 64, 64) * 2 - 1
-    tiny_source.progressive_stage = stage
+    staged = Encoder4Editing(n_styles=10, progressive_stage=stage, **TINY_ARCH).eval()
+    assert staged.progressive_stage == stage
+    staged.load_state_dict(tiny_source.state_dict())
     with torch.no_grad():
-        w = tiny_source(x)[0]
+        w = staged(x)[0]
     assert torch.equal(w[stage + 1:], w[:1].expand(10 - stage - 1, -1))
     assert all((w[i] - w[0]).abs().max() > 0 for i in range(1, stage + 1))
 
