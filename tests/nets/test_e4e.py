@@ -234,7 +234,7 @@ def test_bad_encoder_shapes_are_one_line_errors():
         Encoder4Editing(n_styles=10, **{**TINY_ARCH, "input_size": 72})
     with pytest.raises(ValueError, match="^e4e needs a 4-stage backbone, got 3 stages$"):
         Encoder4Editing(n_styles=10, **{**TINY_ARCH, "stage_units": [1, 1, 1], "stage_widths": [8, 8, 16]})
-    for side in (1, 3, 12):
+    for side in (0, 1, 3, 12):
         with pytest.raises(ValueError, match=f"^style block input side must be a power of two >= 2, got {side}$"):
             GradualStyleBlock(4, 6, side)
 
