@@ -28,7 +28,8 @@ EQUIVALENT = REPO / "experiments" / "mutants_equivalent.md"
 GOLDEN = "tests/nets/test_golden.py::"  # a network's forward is guarded by its golden test against the official code
 # module -> (file to mutate, the tests that guard it); slow tests left out (they run in `make test`)
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "losses": ("anon/losses.py", ["tests/test_losses.py", "tests/test_loss_target.py", "tests/test_attribute_terms.py"]),
+    "losses": ("anon/losses.py", ["tests/test_losses.py", "tests/test_loss_target.py", "tests/test_attribute_terms.py",
+                                 "tests/test_shared_trunk.py"]),
     "latent": ("anon/latent.py", ["tests/test_latent.py", "tests/test_latent_offsets.py"]),
     "schedule": ("anon/schedule.py", ["tests/test_losses.py"]),
     "reid": ("anon/metrics/reid.py", ["tests/metrics/test_reid.py"]),
