@@ -260,7 +260,7 @@ def test_precision_32_turns_off_the_tf32_pytorch_allows_by_default(tiny_problem)
     assert backwards == [(False, False)] * 2
 
 
-def test_without_compile_the_step_is_the_eager_method_and_nothing_is_compiled(tiny_problem):
+def test_without_compile_the_step_is_the_eager_method(tiny_problem):
     module = tiny_problem[0]
     assert not module.compile
     assert module.step_function() == module._render_and_score and module._compiled_step is None
