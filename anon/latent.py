@@ -104,13 +104,15 @@ class LatentLayout:
         if not self.offset_lr_relative:
             group = {"params": list(leaves.values())}
             return [group if self.offset_lr is None else {**group, "lr": self.offset_lr}]
+        base = self.offset_lr
+        assert base is not None  # __init__ refuses offset_lr_relative without offset_lr
         params = dict(generator.named_parameters())
         scales = {name: float(params[name].detach().abs().mean()) for name in leaves}
         zero = [name for name, scale in scales.items() if scale == 0.0]
         if zero:
             raise ConfigError(f"latent.offset_lr_relative: {zero} are all zeros, so an lr relative to their size is 0; "
                               "leave them out of latent.trainable_offsets or use an absolute offset_lr")
-        return [{"params": [value], "lr": self.offset_lr * scales[name]} for name, value in leaves.items()]
+        return [{"params": [value], "lr": base * scales[name]} for name, value in leaves.items()]
 
     def split_offsets(self, offsets: dict[str, torch.Tensor] | None, generator: nn.Module, n: int,
                       device: torch.device | str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
