@@ -31,11 +31,16 @@ class LatentLayout:
             ``null`` for "to the last row".
         trainable_init: code the trainable rows start from: ``neighbour`` (FALCO) or ``inversion``.
         frozen_source: code the frozen rows are taken from: ``inversion`` (FALCO) or ``neighbour``.
+        trainable_offsets: generator parameters whose per-image offsets the loss may move (see above).
+        offset_lr: the offsets' learning rate (None: the optimiser's).
+        offset_lr_relative: each offset's learning rate is ``offset_lr`` times the mean absolute value of
+            its parameter (Adam moves every element by about its lr per step, so one absolute lr moves a
+            0.03-scale convolution weight 30 times more, relatively, than a 0.8-scale BatchNorm scale).
     """
 
     def __init__(self, trainable_layers: tuple[int, int | None] = (3, 8), trainable_init: str = "neighbour",
                  frozen_source: str = "inversion", trainable_offsets: Sequence[str] = (),
-                 offset_lr: float | None = None) -> None:
+                 offset_lr: float | None = None, offset_lr_relative: bool = False) -> None:
         start, stop = trainable_layers
         for name, value in (("trainable_init", trainable_init), ("frozen_source", frozen_source)):
             if value not in SOURCES:
@@ -44,6 +49,9 @@ class LatentLayout:
         self.trainable_init, self.frozen_source = trainable_init, frozen_source
         self.trainable_offsets = [str(name) for name in (trainable_offsets or ())]
         self.offset_lr = None if offset_lr is None else float(offset_lr)
+        self.offset_lr_relative = bool(offset_lr_relative)
+        if self.offset_lr_relative and self.offset_lr is None:
+            raise ConfigError("latent.offset_lr_relative=true scales latent.offset_lr per parameter: set offset_lr too")
 
     def rows(self, num_ws: int) -> tuple[int, int]:
         """The trainable ``[start, stop)`` for a generator with ``num_ws`` W+ rows (validated)."""
@@ -85,6 +93,26 @@ class LatentLayout:
         """Insert the trainable rows into the frozen code: N x L x D, differentiable w.r.t. ``trainable``."""
         start, stop = self.rows(frozen.shape[1])
         return torch.cat([frozen[:, :start], trainable, frozen[:, stop:]], dim=1)
+
+    def offset_groups(self, trainable: dict[str, torch.Tensor], generator: nn.Module) -> list[dict[str, Any]]:
+        """Optimiser parameter groups of the trainable offsets (``split_offsets``' second dict, made leaves
+        here): one group at ``offset_lr`` (None: the optimiser's lr), or with ``offset_lr_relative`` one
+        group per parameter at ``offset_lr`` x its mean absolute value. Empty when nothing is trainable."""
+        leaves = {name: value.requires_grad_(True) for name, value in trainable.items()}
+        if not leaves:
+            return []
+        if not self.offset_lr_relative:
+            group = {"params": list(leaves.values())}
+            return [group if self.offset_lr is None else {**group, "lr": self.offset_lr}]
+        base = self.offset_lr
+        assert base is not None  # __init__ refuses offset_lr_relative without offset_lr
+        params = dict(generator.named_parameters())
+        scales = {name: float(params[name].detach().abs().mean()) for name in leaves}
+        zero = [name for name, scale in scales.items() if scale == 0.0]
+        if zero:
+            raise ConfigError(f"latent.offset_lr_relative: {zero} are all zeros, so an lr relative to their size is 0; "
+                              "leave them out of latent.trainable_offsets or use an absolute offset_lr")
+        return [{"params": [value], "lr": base * scales[name]} for name, value in leaves.items()]
 
     def split_offsets(self, offsets: dict[str, torch.Tensor] | None, generator: nn.Module, n: int,
                       device: torch.device | str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

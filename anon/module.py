@@ -132,8 +132,7 @@ class FalcoModule(pl.LightningModule):
         fixed, tuned = self.latent.split_offsets(offsets, self.generator, images.shape[0], images.device)
         params = [trainable]
         if tuned:
-            group = {"params": [value.requires_grad_(True) for value in tuned.values()]}
-            params = [{"params": params}, group if self.latent.offset_lr is None else {**group, "lr": self.latent.offset_lr}]
+            params = [{"params": params}, *self.latent.offset_groups(tuned, self.generator)]
         offsets = {**fixed, **tuned} or None
         optimizer = self.make_optimizer(params)
         scheduler = self.make_scheduler(optimizer, steps=self.steps)

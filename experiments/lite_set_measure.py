@@ -5,7 +5,8 @@ inversion's own re-identification: what the issue-16 target table needs.
 
 Prints one JSON line: inversion match share and pixel MSE (the invert cache rendered, with its weight
 offsets if any, vs the aligned 64 px crop; dlib crop settings at 0.6), output re-identification vs
-the own original, detection, pose, expression agreement (``anon evaluate`` as main has it) and
+the own original and (where people have two photos) another photo of the same person, for the
+outputs and the inversions (``reid_<attack>_<probe>``: matched/judged), detection, pose, expression agreement (``anon evaluate`` as main has it) and
 seconds per face for all stages.
 """
 from __future__ import annotations
@@ -47,6 +48,18 @@ def inversion_fidelity(cfg, run_dir: Path) -> dict:
     return {"inversion_match": float(np.mean(matches)), "inversion_mse": float(np.mean(errors)), "faces": len(done)}
 
 
+def attack_rates(evaluator: dict) -> dict:
+    """``reid_<attack>_<probe>``: matched / judged of each attack the evaluation ran (other photo: only on a
+    folder where people have two photos, as ``experiments/lfw_halves.py`` writes)."""
+    out = {}
+    for kind, attack in (evaluator.get("attacks") or {}).items():
+        for probe in ("output", "inversion"):
+            rate = attack.get(probe) or {}
+            if rate.get("evaluable"):
+                out[f"reid_{kind}_{probe}"] = f"{rate['matched']}/{rate['evaluable']}"
+    return out
+
+
 def main(data: str, out: str, *overrides: str) -> None:
     from anon.stages.evaluate import evaluate
     from anon.stages.pipeline import run_pipeline
@@ -64,7 +77,9 @@ def main(data: str, out: str, *overrides: str) -> None:
     seconds = time.time() - started
     result = inversion_fidelity(cfg, run_dir)
     result["seconds_per_face_all_stages"] = seconds / max(result["faces"], 1)
-    result["output_reid"] = report["evaluators"]["dlib_resnet_crops"]["reidentification_rate"]
+    evaluator = report["evaluators"]["dlib_resnet_crops"]
+    result["output_reid"] = evaluator["reidentification_rate"]
+    result.update(attack_rates(evaluator))
     result["detection"] = (report.get("detection") or {}).get("rate")
     result["pose"] = report.get("pose")
     result["expression"] = report.get("expression")

@@ -54,7 +54,9 @@ LITE = ["experiment=lite", "generator=dcgan_face64", "identity=mobilefacenet", "
         "module.loss_resolution=null", "module.early_stop_tolerance=null",
         "inverter.steps=20", "inverter.lr=0.05", "inverter.init=random", "inverter.starts=1", "inverter.seed=0",
         "inverter.latent_reg=0.001", "fakes.num_samples=64", "fakes.truncation_psi=0.7", "fakes.seed=0",
-        "pair.k=1", "pair.originals=aligned"]
+        "pair.k=1", "pair.originals=aligned",
+        # the lite default's additions since issue 16 (loss terms, relative offset lr), off as in the reference
+        "~loss.terms", "~latent.offset_lr", "~latent.offset_lr_relative"]
 SETTINGS = {"tiny": TINY, "lite": LITE}
 # `anon evaluate` after the lite run, as `make demo` runs it (anon/demo.py).
 EVALUATE = {"lite": ["evaluators=[dlib_resnet_crops]", "+thresholds.dlib_resnet_crops=null"]}

@@ -115,3 +115,33 @@ def test_early_stop_with_trainable_offsets_keeps_each_image_on_its_own_trajector
     for name in MIDDLE:
         torch.testing.assert_close(stopped["offsets"][name][never], plain["offsets"][name][never], atol=1e-5, rtol=1e-4)
     assert (stopped["final"]["identity"][~never] <= tolerance + 1e-5).all()
+
+
+def test_relative_offset_lr_scales_each_offsets_first_adam_step_by_its_parameters_size():
+    """``latent.offset_lr_relative``: Adam's first step moves an element by its lr (sign of the gradient),
+    so each offset's largest first-step change is offset_lr x mean |parameter|: a 0.03-scale convolution
+    weight and a 1-scale BatchNorm scale move by the same fraction of themselves."""
+    names = ("main.4.weight", "main.9.weight")
+    module, images, ws, offsets = make_problem(
+        "lite_all", 2, f"latent.trainable_offsets=[{','.join(names)}]", "latent.offset_lr=0.1",
+        "latent.offset_lr_relative=true", "module.steps=1")
+    params = dict(module.generator.named_parameters())
+    result = module.optimise(images, ws, ws, offsets=offsets)
+    steps, scales = [], []
+    for name in names:
+        start = offsets.get(name, torch.zeros_like(result["offsets"][name]))
+        steps.append(float((result["offsets"][name] - start).abs().amax()))
+        scales.append(float(params[name].detach().abs().mean()))
+    assert scales[0] / scales[1] > 5, "the test needs parameters of different sizes to tell relative from absolute"
+    # the ratio, not each step: the scheduler's milestones scale a one-step run's lr for every group alike
+    assert steps[0] / steps[1] == pytest.approx(scales[0] / scales[1], rel=1e-3)
+    assert steps[0] <= 0.1 * scales[0] * 1.0001
+
+def test_relative_offset_lr_needs_an_offset_lr_and_nonzero_parameters():
+    with pytest.raises(ConfigError, match=r"^latent\.offset_lr_relative=true scales latent\.offset_lr"):
+        LatentLayout((0, None), trainable_init="inversion", trainable_offsets=list(MIDDLE), offset_lr_relative=True)
+    layout = LatentLayout((0, None), trainable_init="inversion", trainable_offsets=["main.4.bias"], offset_lr=0.1,
+                          offset_lr_relative=True)
+    generator = DCGANGenerator(checkpoint=None)  # BatchNorm shifts start at zero
+    with pytest.raises(ConfigError, match=r"^latent\.offset_lr_relative: \['main\.4\.bias'\] are all zeros"):
+        layout.offset_groups({"main.4.bias": torch.zeros(1, 256)}, generator)
