@@ -1,6 +1,6 @@
 """Cost of the whole lite pipeline per face, stage by stage, on this machine (the issue's <= 10 s target).
 
-    python experiments/bench_lite.py                            # 8 shared LFW photos, z-only and pivotal
+    python experiments/bench_lite.py                            # 8 shared LFW photos, the lite default and z-only
     python experiments/bench_lite.py --n 4 --variants zonly     # a quicker look
     python experiments/bench_lite.py --data DIR --json out.json
 
@@ -26,7 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import anon  # noqa: E402,F401  (before torch: sets OMP_WAIT_POLICY as the `anon` command does)
 
-VARIANTS = {"zonly": [], "pivotal": ["inverter=pivotal"]}
+# default: `experiment=lite` as it is (pivotal inversion, lite_all offsets, view-averaged identity, landmark
+# and colour terms); zonly: the previous default (z-only optimisation inversion, z trainable, no terms)
+VARIANTS = {"default": [], "zonly": ["inverter=optimisation", "latent=whole", "identity=mobilefacenet", "loss/terms=[]"]}
 STAGES = ("align", "fakes", "invert", "pair", "anonymize")
 
 
