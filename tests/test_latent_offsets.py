@@ -143,5 +143,5 @@ def test_relative_offset_lr_needs_an_offset_lr_and_nonzero_parameters():
     layout = LatentLayout((0, None), trainable_init="inversion", trainable_offsets=["main.4.bias"], offset_lr=0.1,
                           offset_lr_relative=True)
     generator = DCGANGenerator(checkpoint=None)  # BatchNorm shifts start at zero
-    with pytest.raises(ConfigError, match=r"^latent\.offset_lr_relative: \['main\.4\.bias'\] are all zeros"):
+    with pytest.raises(ConfigError, match=r"^latent\.offset_lr_relative: \['main\.4\.bias'\] are all zeros, so an lr relative to their size is 0; leave them out of latent\.trainable_offsets or use an absolute offset_lr$"):
         layout.offset_groups({"main.4.bias": torch.zeros(1, 256)}, generator)
