@@ -10,7 +10,8 @@ inversion), ``labels[i]`` names item ``i``'s person.
   ``j != i`` with ``labels[j] == labels[i]`` (LFW same-name folders, CelebA identities). Matched when
   any of them is "same person". Judged: items with at least one such photo that has a face.
 * :func:`closed_set`: identification in the test set: the probe's nearest original (gallery: every
-  original with a face) is of the right person. Judged: items whose own original is in the gallery;
+  original with a face) is of the right person. Judged: items whose own original is in the gallery, and
+  only when the gallery holds at least two people (with one, the answer is right by construction);
   a probe without a face is not identified. No threshold.
 
 Each returns ``(matched, judged)`` counts and a per-item list (True / False / None = not judged).
@@ -55,7 +56,7 @@ def closed_set(originals: torch.Tensor, probes: torch.Tensor, labels: Sequence,
     face_o, face_p = has_face(originals), has_face(probes)
     gallery = [j for j in range(len(labels)) if face_o[j]]
     out: list[bool | None] = []
-    if not gallery:
+    if len({labels[j] for j in gallery}) < 2:  # one person in the gallery: "identified" by construction
         return [None] * len(labels)
     scores = score_matrix(probes, originals[gallery], higher_is_same)
     for i, label in enumerate(labels):
