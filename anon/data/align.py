@@ -51,17 +51,12 @@ Pasting back (:meth:`AlignTransform.unwarp`) samples the crop with the inverse m
 border clamped; a crop with more pixels than the quad is first downsized with anti-aliasing)
 and returns the canvas together with the mask of canvas pixels the crop covers.
 
-Failures (:func:`align_with_policy`): no landmarks, non-finite landmarks, or a face whose quad side
-is below ``min_face_size`` pixels follow an :class:`AlignmentPolicy`: ``skip`` (no image) or
-``unaligned`` (centre crop + resize, itself an :class:`AlignTransform`, so it can be pasted back
-too). FALCO's official code feeds the unaligned image to e4e when detection fails or the quad side
-is below 512 px (:data:`FALCO_MIN_FACE_SIZE`).
+The failure policy (no landmarks, a face too small) is in :mod:`anon.data.align_policy`.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Union
 
 import numpy as np
@@ -70,10 +65,6 @@ import torch.nn.functional as F
 
 ImageLike = Union[np.ndarray, torch.Tensor]
 
-#: FALCO (``lib/aligner.py``) falls back to the unaligned image when the quad side is below this.
-FALCO_MIN_FACE_SIZE = 512.0
-#: Default smallest quad side (pixels) that is aligned; smaller faces follow the policy.
-DEFAULT_MIN_FACE_SIZE = 32.0
 #: Gaussian blur of the padded border, as a fraction of the quad side (FFHQ; FALCO uses 0.01).
 FFHQ_BORDER_BLUR = 0.02
 #: FFHQ pads by at least this fraction of the quad side; the border blend ramps over it.
@@ -143,7 +134,8 @@ def _from_batch(t: torch.Tensor, how: dict[str, Any]) -> ImageLike:
     return array.astype(how["dtype"])
 
 
-def _hw(image: ImageLike) -> tuple[int, int]:
+def image_height_width(image: ImageLike) -> tuple[int, int]:
+    """``(H, W)`` of an H x W x C numpy image or a [B x] C x H x W tensor."""
     return tuple(image.shape[:2]) if isinstance(image, np.ndarray) else tuple(image.shape[-2:])
 
 
@@ -313,8 +305,8 @@ class AlignTransform:
         boolean ``H x W`` mask (numpy or tensor, like ``aligned``) of the canvas pixels whose
         centre lies inside the quad.
         """
-        if _hw(aligned) != (self.size, self.size):
-            raise ValueError(f"expected a {self.size} x {self.size} crop, got {_hw(aligned)}")
+        if image_height_width(aligned) != (self.size, self.size):
+            raise ValueError(f"expected a {self.size} x {self.size} crop, got {image_height_width(aligned)}")
         batch, how = _to_batch(aligned)
         work = batch if batch.dtype in (torch.float32, torch.float64) else batch.float()
         target = int(math.ceil(self.qsize))
@@ -346,68 +338,3 @@ def align_face(image: ImageLike, landmarks5: np.ndarray, size: int, zoom: float 
     """FFHQ-align one face: ``(aligned S x S crop, transform)``; ``warp_options`` go to :meth:`AlignTransform.warp`."""
     transform = AlignTransform.from_landmarks(landmarks5, size, zoom)
     return transform.warp(image, **warp_options), transform
-
-
-# ----------------------------------------------------------------------------------------------
-# Failure policy
-
-
-class AlignmentPolicy(str, Enum):
-    """What to do with an image whose face cannot be aligned."""
-
-    SKIP = "skip"            #: no crop; the image is recorded as failed
-    UNALIGNED = "unaligned"  #: centre crop + resize (FALCO feeds the unaligned image to e4e)
-
-
-@dataclass(frozen=True)
-class AlignmentRecord:
-    """Per-image outcome. ``status``: ``aligned`` | ``unaligned`` | ``skipped``; ``reason``: ``None`` |
-    ``no_face`` | ``bad_landmarks`` | ``face_too_small``; ``face_size``: quad side in pixels (if
-    landmarks were usable); ``transform``: the map used (``None`` when skipped)."""
-
-    status: str
-    reason: str | None = None
-    face_size: float | None = None
-    transform: AlignTransform | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, for the per-image manifest line."""
-        return {"status": self.status, "reason": self.reason, "face_size": self.face_size,
-                "transform": None if self.transform is None else self.transform.to_dict()}
-
-
-def align_with_policy(image: ImageLike, landmarks5: np.ndarray | None, size: int,
-                      policy: AlignmentPolicy | str = AlignmentPolicy.UNALIGNED,
-                      min_face_size: float = DEFAULT_MIN_FACE_SIZE, zoom: float = 1.0,
-                      **warp_options) -> tuple[ImageLike | None, AlignmentRecord]:
-    """Align ``image`` by its landmarks, or apply ``policy`` when that is impossible.
-
-    ``landmarks5`` is ``None`` when no face was detected. A face whose quad side (:func:`face_size`)
-    is below ``min_face_size`` pixels, or whose landmarks are non-finite/degenerate, also follows
-    the policy. Returns ``(crop or None, record)``; the crop has the layout of ``image``.
-    """
-    policy = AlignmentPolicy(policy)
-    reason, qsize = None, None
-    if landmarks5 is None:
-        reason = "no_face"
-    else:
-        lm = np.asarray(landmarks5, dtype=np.float64)
-        try:
-            if lm.shape != (5, 2) or not np.all(np.isfinite(lm)):
-                raise ValueError("bad landmarks")
-            qsize = face_size(lm)
-        except ValueError:
-            reason = "bad_landmarks"
-        else:
-            if not qsize > 0:
-                reason = "bad_landmarks"
-            elif qsize < min_face_size:
-                reason = "face_too_small"
-    if reason is None:
-        aligned, transform = align_face(image, lm, size, zoom, **warp_options)
-        return aligned, AlignmentRecord("aligned", None, qsize, transform)
-    if policy is AlignmentPolicy.SKIP:
-        return None, AlignmentRecord("skipped", reason, qsize, None)
-    height, width = _hw(image)
-    transform = AlignTransform.centre_crop(height, width, size)
-    return transform.warp(image, **warp_options), AlignmentRecord("unaligned", reason, qsize, transform)

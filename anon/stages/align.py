@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anon.data.align import AlignmentPolicy, align_with_policy
+from anon.data.align_policy import AlignmentPolicy, align_with_policy
 from anon.data.images import degenerate, load_rgb
 from anon.errors import ConfigError
 from anon.manifest import ManifestWriter, latest_by_id

@@ -1,5 +1,5 @@
 """FFHQ alignment from 5 landmarks: geometry against hand-derived positions, PIL as the independent
-resampler, rotation equivariance, the warp/unwarp round trip, and the failure policies.
+resampler, rotation equivariance and the warp/unwarp round trip (the failure policies: test_align_policy.py).
 
 Coordinates are pixel-centre (x, y): pixel ``image[i, j]`` is centred at ``(j, i)``.
 """
@@ -12,8 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anon.data.align import (AlignmentPolicy, AlignTransform, align_face, align_with_policy, face_size,
-                             ffhq_quad)
+from anon.data.align import AlignTransform, align_face, face_size, ffhq_quad
 
 
 def smooth_image(height: int, width: int, seed: int = 0, cells: int = 10) -> np.ndarray:
@@ -203,37 +202,3 @@ def test_a_mirrored_or_skewed_quad_is_rejected():
         AlignTransform(quad[[3, 2, 1, 0]], 64)  # mirrored
     with pytest.raises(ValueError):
         AlignTransform(quad * np.array([1.0, 2.0]), 64)  # not a square
-
-
-# ---------------------------------------------------------------------------------------------- (d)
-
-
-def test_policy_skip_and_reasons():
-    image = smooth_image(48, 64, seed=6)
-    out, rec = align_with_policy(image, None, 32, policy="skip")
-    assert out is None and rec.status == "skipped" and rec.reason == "no_face" and rec.transform is None
-    out, rec = align_with_policy(image, np.full((5, 2), np.nan), 32, policy=AlignmentPolicy.SKIP)
-    assert out is None and rec.reason == "bad_landmarks"
-    tiny = similarity(canonical_landmarks(4, 4), 1.0, 0.0, (30, 20))  # quad side 16 px
-    out, rec = align_with_policy(image, tiny, 32, policy="skip", min_face_size=20)
-    assert out is None and rec.reason == "face_too_small" and rec.face_size == pytest.approx(16.0)
-    out, rec = align_with_policy(image, tiny, 32, policy="skip", min_face_size=10)
-    assert rec.status == "aligned" and rec.reason is None and out.shape == (32, 32, 3)
-    np.testing.assert_allclose(rec.transform.quad, ffhq_quad(tiny))
-    json.dumps(rec.to_dict())
-    with pytest.raises(ValueError):
-        align_with_policy(image, None, 32, policy="crop")
-
-
-def test_policy_unaligned_is_a_centre_crop_and_resize():
-    image = smooth_image(48, 64, seed=7)  # W = 64, H = 48: the centre square is columns 8..55
-    out, rec = align_with_policy(image, None, 96, policy="unaligned")
-    assert rec.status == "unaligned" and rec.reason == "no_face"
-    ref = np.asarray(Image.fromarray(image).crop((8, 0, 56, 48)).resize((96, 96), Image.Resampling.BILINEAR))
-    # 2x bilinear upsampling; the first/last column differ (PIL stops at the crop edge, we see columns 7 / 56)
-    assert np.abs(out[:, 1:-1].astype(int) - ref[:, 1:-1]).max() <= 1
-    canvas, mask = rec.transform.unwarp(out, image.shape[:2])
-    assert mask[:, 8:56].all() and not mask[:, :8].any() and not mask[:, 56:].any()
-    tiny = similarity(canonical_landmarks(4, 4), 1.0, 0.0, (30, 20))
-    out, rec = align_with_policy(image, tiny, 96, policy="unaligned", min_face_size=20)
-    assert rec.status == "unaligned" and rec.reason == "face_too_small" and out.shape == (96, 96, 3)
