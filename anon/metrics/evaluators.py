@@ -18,13 +18,15 @@ Adapters:
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from anon.metrics.detection import detect_fn
+
+R = TypeVar("R")
 
 
 class Evaluator(Protocol):
@@ -85,6 +87,26 @@ def to_tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def forward_by_size(net: torch.nn.Module, faces: Sequence[np.ndarray | None], batch_size: int,
+                    device: torch.device, finish: Callable[[torch.Tensor], Sequence[R]]) -> list[R | None]:
+    """``net`` over uint8 faces (:func:`to_tensor`): one forward per equal-size group, ``batch_size`` at a time.
+
+    Returns row ``i`` of ``finish(net output)`` for face ``i``; None where the face is None (no face found).
+    """
+    out: list[R | None] = [None] * len(faces)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, face in enumerate(faces):
+        if face is not None:
+            by_shape.setdefault(face.shape, []).append(i)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch_size):
+            part = indices[start:start + batch_size]
+            rows = finish(net(to_tensor([faces[i] for i in part]).to(device)))
+            for i, row in zip(part, rows):
+                out[i] = row
+    return out
+
+
 class TorchIdentityEvaluator:
     """A torch identity network as an evaluator (cosine similarity).
 
@@ -111,19 +133,8 @@ class TorchIdentityEvaluator:
     @torch.no_grad()
     def embed(self, images: Sequence[np.ndarray]) -> list[np.ndarray | None]:
         faces = [self.crop(im) if self.crop is not None else np.asarray(im) for im in images]
-        out: list[np.ndarray | None] = [None] * len(faces)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, face in enumerate(faces):
-            if face is not None:
-                by_shape.setdefault(face.shape, []).append(i)
-        for indices in by_shape.values():  # one forward per equal-size group, batch_size at a time
-            for start in range(0, len(indices), self.batch_size):
-                part = indices[start:start + self.batch_size]
-                emb = self.net(to_tensor([faces[i] for i in part]).to(self.device)).float()
-                emb = torch.nn.functional.normalize(emb, dim=1).cpu().numpy()
-                for i, e in zip(part, emb):
-                    out[i] = e
-        return out
+        return forward_by_size(self.net, faces, self.batch_size, self.device,
+                               lambda emb: torch.nn.functional.normalize(emb.float(), dim=1).cpu().numpy())
 
 
 class DlibEvaluator:
@@ -172,4 +183,5 @@ def as_evaluator(obj, crop: Callable | None = None, batch_size: int = 32, device
                     "(describe) nor a torch identity network")
 
 
-__all__ = ["Evaluator", "FaceCropper", "TorchIdentityEvaluator", "DlibEvaluator", "as_evaluator", "to_tensor"]
+__all__ = ["Evaluator", "FaceCropper", "TorchIdentityEvaluator", "DlibEvaluator", "as_evaluator", "to_tensor",
+           "forward_by_size"]

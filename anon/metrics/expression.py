@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from anon.metrics.evaluators import to_tensor
+from anon.metrics.evaluators import forward_by_size
 
 
 class ExpressionAgreement(Metric):
@@ -107,17 +107,7 @@ class ExpressionScorer:
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         faces = [self.crop(im) if self.crop is not None else np.asarray(im) for im in images]
-        rows: list[torch.Tensor | None] = [None] * len(faces)
-        by_shape: dict[tuple, list[int]] = {}
-        for i, face in enumerate(faces):
-            if face is not None:
-                by_shape.setdefault(face.shape, []).append(i)
-        for indices in by_shape.values():
-            for start in range(0, len(indices), self.batch_size):
-                part = indices[start:start + self.batch_size]
-                prob = self.net(to_tensor([faces[i] for i in part]).to(self.device)).double().cpu()
-                for i, p in zip(part, prob):
-                    rows[i] = p
+        rows = forward_by_size(self.net, faces, self.batch_size, self.device, lambda prob: prob.double().cpu())
         width = len(self.names)
         wrong = next((len(r) for r in rows if r is not None and len(r) != width), None)
         if wrong is not None:

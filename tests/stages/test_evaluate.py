@@ -259,8 +259,10 @@ def test_torch_identity_evaluator_groups_sizes_and_normalises():
     assert out[1] is None
     np.testing.assert_allclose(out[0], np.array([1, -1, -1]) / math.sqrt(3), atol=1e-6)
     np.testing.assert_allclose(out[2], np.array([1, 1, -1]) / math.sqrt(3), atol=1e-6)
-    both = TorchIdentityEvaluator(MeanColour(), batch_size=8).embed(images)
+    both = TorchIdentityEvaluator(MeanColour(), batch_size=8).embed(images)  # images 0 and 2 in one forward
     np.testing.assert_allclose(both[1], np.array([-1, 1, 1]) / math.sqrt(3), atol=1e-6)
+    np.testing.assert_allclose(both[0], np.array([1, -1, -1]) / math.sqrt(3), atol=1e-6)
+    np.testing.assert_allclose(both[2], np.array([1, 1, -1]) / math.sqrt(3), atol=1e-6)
 
 
 def test_describers_become_distance_evaluators():
