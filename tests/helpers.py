@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+E = TypeVar("E", bound=BaseException)
 
 
 def anon_command(*args: str) -> list[str]:
@@ -52,3 +54,16 @@ def learned_parameter_count(shapes: dict) -> int:
     """Numbers in a state-dict shape table, batch-norm running statistics left out."""
     return sum(torch.Size(s).numel() for k, s in shapes.items()
                if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
+def caused_by(error: BaseException, kind: type[E]) -> E:
+    """The first ``kind`` error in ``error``'s ``__cause__`` chain, ``error`` included (Hydra's instantiate
+    wraps what a target raised); AssertionError naming the chain when there is none."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, kind):
+            return cause
+        chain.append(cause)
+        cause = cause.__cause__
+    raise AssertionError(f"no {kind.__name__} in the cause chain {' <- '.join(repr(c) for c in chain)}")

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from anon.errors import CheckpointMismatchError, MissingCheckpointError
 from anon.nets.arcface import ArcFaceIdentity, resize_center_crop
-from tests.helpers import learned_parameter_count
+from tests.helpers import caused_by, learned_parameter_count
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "identity"
 
@@ -154,10 +154,7 @@ def test_real_config_resolves_weights_dir(tmp_path):
     cfg = OmegaConf.create({"weights_dir": str(tmp_path), "identity": OmegaConf.load(CONF / "arcface_ir_se50.yaml")})
     with pytest.raises(Exception) as err:  # Hydra wraps the error raised by the target
         instantiate(cfg.identity)
-    cause = err.value
-    while not isinstance(cause, MissingCheckpointError) and cause.__cause__ is not None:
-        cause = cause.__cause__
-    assert isinstance(cause, MissingCheckpointError)
+    cause = caused_by(err.value, MissingCheckpointError)
     assert cause.path == tmp_path / "arcface" / "model_ir_se50.pth" and cause.name == "arcface_ir_se50"
 
 

@@ -5,20 +5,13 @@ from hydra.utils import instantiate
 
 from anon.errors import AnonError
 from tests.conftest import compose_config
-
-
-def _root_cause(err: BaseException) -> BaseException:
-    while err.__cause__ is not None:  # Hydra's instantiate wraps what the constructor raised
-        err = err.__cause__
-    return err
+from tests.helpers import caused_by
 
 
 def _identity_error(path) -> str:
     with pytest.raises(Exception) as caught:
         instantiate(compose_config(f"identity.checkpoint={path}").identity)
-    cause = _root_cause(caught.value)
-    assert isinstance(cause, AnonError), repr(cause)
-    return str(cause)
+    return str(caused_by(caught.value, AnonError))
 
 
 def test_wrong_architecture_is_one_short_line(tmp_path):

@@ -19,7 +19,7 @@ from anon.errors import AnonError, CheckpointMismatchError, ConfigError, Missing
 from anon.nets.e4e import E4EInverter, EqualizedLinear, Encoder4Editing, GradualStyleBlock
 
 from .test_arcface import official_ir_se_trunk_shapes
-from tests.helpers import learned_parameter_count
+from tests.helpers import caused_by, learned_parameter_count
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
@@ -276,8 +276,5 @@ def test_real_config_resolves_weights_dir(tmp_path):
     cfg = OmegaConf.create({"weights_dir": str(tmp_path), "inverter": OmegaConf.load(CONF / "inverter" / "e4e.yaml")})
     with pytest.raises(Exception) as err:  # Hydra wraps the error raised by the target
         instantiate(cfg.inverter)
-    cause = err.value
-    while not isinstance(cause, MissingCheckpointError) and cause.__cause__ is not None:
-        cause = cause.__cause__
-    assert isinstance(cause, MissingCheckpointError)
+    cause = caused_by(err.value, MissingCheckpointError)
     assert cause.path == tmp_path / "e4e" / "e4e_ffhq_encode.pt" and cause.name == "e4e_ffhq_encode"

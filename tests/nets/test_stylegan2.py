@@ -27,6 +27,7 @@ from anon.errors import ConfigError, MissingCheckpointError
 from anon.nets.stylegan2 import StyleGAN2Generator, SynthesisLayer, ToRGBLayer
 from anon.nets.stylegan2_loaders import (StyleGAN2CheckpointError, UnsafePickleError, load_stylegan2,
                                          read_stylegan2_checkpoint)
+from tests.helpers import caused_by
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "generator"
 
@@ -693,6 +694,6 @@ def test_hydra_configs(tmp_path, name, fmt_file, res):
     assert cfg.generator.path == str(tmp_path / fmt_file) and cfg.generator.resolution == res
     with pytest.raises(Exception) as err:  # Hydra wraps the loader's error
         instantiate(cfg.generator)
-    cause = err.value if isinstance(err.value, MissingCheckpointError) else err.value.__cause__
-    assert isinstance(cause, MissingCheckpointError) and fmt_file in str(cause)
+    cause = caused_by(err.value, MissingCheckpointError)
+    assert fmt_file in str(cause)
     assert (f"anon download {cfg.generator.name}" in str(cause)) == (cfg.generator.name is not None)

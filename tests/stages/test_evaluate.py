@@ -18,6 +18,7 @@ from anon.errors import ConfigError, MissingCheckpointError
 from anon.metrics.evaluators import DlibEvaluator, FaceCropper, TorchIdentityEvaluator, as_evaluator
 from anon.report import tradeoff_table, write_tradeoff
 from anon.stages.evaluate import Calibration, folder_identity, run_evaluate
+from tests.helpers import caused_by
 from tests.stages.evaluate_fakes import (COS_ANONYMISED, DISTANCE, IDS, LENIENT, R, FakeCosine, FakeDistance,
                                          _png, fake_classifier, fake_detector, make_run)
 
@@ -309,9 +310,6 @@ def test_hydra_evaluator_without_weights_names_the_download(tmp_path):
                    f"weights_dir={tmp_path / 'weights'}")
     with pytest.raises(Exception) as info:
         build_evaluators(cfg)
-    cause = info.value
-    while cause is not None and not isinstance(cause, MissingCheckpointError):
-        cause = cause.__cause__
-    assert cause is not None and "anon download facenet_vggface2" in str(cause)
+    assert "anon download facenet_vggface2" in str(caused_by(info.value, MissingCheckpointError))
     with pytest.raises(ConfigError, match="no evaluator config"):
         build_evaluators(_compose(f"run_dir={tmp_path}", "evaluators=[nope]", "~detector"))
