@@ -30,14 +30,22 @@ def read_checkpoint(path: str | Path, name: str | None = None, refused_hint: str
                         f"{type(err).__name__}{': ' + first[:160] if first else ''}); {fix}") from None
 
 
+def key_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]
+                 ) -> tuple[list[str], list[str], list[str]]:
+    """How a state dict differs from a module's own: its keys that ``state`` lacks, ``state``'s keys the
+    module does not have, and the shared keys whose shapes differ (each list sorted)."""
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    reshaped = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    return missing, unexpected, reshaped
+
+
 def load_checked(module: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str,
                  **load_kwargs) -> None:
     """``module.load_state_dict(state, strict=True)``; a checkpoint made for another architecture is one
     line: the file, how many keys are missing / unexpected / mis-shaped (a few examples), what to do."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    missing, unexpected, shapes = key_mismatch(own, state)
     if missing or unexpected or shapes:
         parts = [f"{len(missing)} of its {len(own)} keys missing (e.g. {', '.join(missing[:2])})" if missing else "",
                  f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})" if unexpected else "",

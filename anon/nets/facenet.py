@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.nets.checkpoint import read_checkpoint
+from anon.nets.checkpoint import key_mismatch, read_checkpoint
 from anon.nets.frozen import FrozenNetwork
 
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon, kept by the PyTorch conversion
@@ -247,9 +247,8 @@ class FaceNetIdentity(FrozenNetwork):
     def _load(self, state: dict, path) -> None:
         """Strict load; only ``num_batches_tracked`` counters may be absent (they do not affect eval)."""
         own = self.net.state_dict()
-        missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
-        unexpected = sorted(set(state) - set(own))
-        wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+        missing, unexpected, wrong = key_mismatch(own, state)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
         if missing or unexpected or wrong:
             raise ValueError(f"{path}: does not match InceptionResnetV1(num_classes={self.net.num_classes}): "
                              f"missing {missing[:5]}, unexpected {unexpected[:5]}, "

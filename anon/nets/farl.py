@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from anon.errors import CheckpointMismatchError
-from anon.nets.checkpoint import read_checkpoint
+from anon.nets.checkpoint import key_mismatch, read_checkpoint
 from anon.nets.frozen import FrozenNetwork
 from anon.nets.resize import resize_center_crop
 from anon.nets.vit import VisionTransformer
@@ -106,9 +106,7 @@ class FarlAttributes(FrozenNetwork):
         """
         visual = clip_visual_state_dict(ckpt, path)
         own = self.state_dict()
-        missing = sorted(set(own) - set(visual))
-        unexpected = sorted(set(visual) - set(own))
-        wrong = sorted(k for k in set(own) & set(visual) if tuple(own[k].shape) != tuple(visual[k].shape))
+        missing, unexpected, wrong = key_mismatch(own, visual)
         if missing or unexpected or wrong:
             details = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
                        "shape mismatch " + str([(k, tuple(visual[k].shape), tuple(own[k].shape)) for k in wrong[:5]])

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from anon.errors import ConfigError, MissingCheckpointError
+from anon.nets.checkpoint import key_mismatch
 from anon.nets.stylegan2 import StyleGAN2Generator
 from anon.nets.stylegan2_formats.common import (GENFORCE, NVIDIA, ROSINALITY, STATE_DICT, StyleGAN2CheckpointError,
                                                 UnsafePickleError, channel_widths)
@@ -132,10 +133,8 @@ def detect_format(path: str | Path) -> str:
 def _load_strict(generator: StyleGAN2Generator, state: dict[str, torch.Tensor], source: str):
     """load_state_dict(strict=True) with an error that names missing / unexpected / mis-shaped keys."""
     target = generator.state_dict()
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
-              for k in sorted(set(state) & set(target)) if state[k].shape != target[k].shape]
+    missing, unexpected, reshaped = key_mismatch(target, state)
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in reshaped]
     if missing or unexpected or shapes:
         raise StyleGAN2CheckpointError(
             f"{source}: translated weights do not fit the generator; missing {missing[:8]}, "

@@ -501,6 +501,24 @@ def test_strict_translation_names_unused_and_missing_keys(tmp_path):
         load_stylegan2(tmp_path / "blur.pt")
 
 
+def test_translated_weights_that_do_not_fit_name_each_kind_of_key():
+    """The last check after any format's translation: a key missing, one left over, one of another shape."""
+    from anon.nets.stylegan2_loaders import _load_strict
+
+    g = StyleGAN2Generator(**TINY)
+    state = dict(g.state_dict())
+    gone = sorted(state)[0]
+    del state[gone]
+    wide = next(k for k in sorted(state) if state[k].ndim == 2)
+    rows, cols = state[wide].shape
+    state[wide], state["extra.weight"] = torch.zeros(rows, cols + 1), torch.zeros(1)
+    with pytest.raises(StyleGAN2CheckpointError) as err:
+        _load_strict(g, state, "g.pth (genforce)")
+    assert str(err.value) == (f"g.pth (genforce): translated weights do not fit the generator; missing ['{gone}'], "
+                              f"unexpected ['extra.weight'], shape mismatches ['{wide}: ({rows}, {cols + 1}) vs "
+                              f"({rows}, {cols})']")
+
+
 def test_overrides_must_agree_with_the_checkpoint(tmp_path):
     nv = nvidia_weights(nvidia_shapes(64, 16, 16, 2, widths_of(64, 256, 16)), fill=0.1)
     paths = write_all_formats(tmp_path, nv, tiny_arch())
