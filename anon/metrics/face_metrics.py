@@ -14,7 +14,7 @@ import torch
 
 from anon.metrics.attributes import AttributeAgreement, PoseError, angle_difference
 from anon.metrics.detection import DetectionRate, detect_fn
-from anon.metrics.expression import ExpressionAgreement
+from anon.metrics.expression import ExpressionAgreement, total_variation
 from anon.metrics.fid import fid_features, frechet_distance
 from anon.metrics.registry import EvaluationMetric, StageInputs, register_metric
 from anon.metrics.reidentification import LOCAL, vector
@@ -161,7 +161,7 @@ def expression_line(po: torch.Tensor, pa: torch.Tensor, names) -> dict:
     label_a = names[int(pa.argmax())] if ok_a else None
     judged = ok_o and ok_a
     return {"original": label_o, "anonymised": label_a, "same": (label_o == label_a) if judged else None,
-            "tv_distance": float(0.5 * (po - pa).abs().sum()) if judged else None,
+            "tv_distance": float(total_variation(po, pa)) if judged else None,
             "prob_original": [round(float(v), 5) for v in po] if ok_o else None,
             "prob_anonymised": [round(float(v), 5) for v in pa] if ok_a else None}
 
