@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
 class AnonError(Exception):
@@ -32,3 +35,14 @@ class ConfigError(AnonError, ValueError):
 
 class CheckpointMismatchError(AnonError, ValueError):
     """A checkpoint file that does not hold the weights of the network the config builds."""
+
+
+def find_cause(error: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` error in ``error``'s ``__cause__`` chain, ``error`` included, or None (Hydra's
+    ``instantiate`` wraps what a ``_target_`` raised in its own exception)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, kind):
+            return cause
+        cause = cause.__cause__
+    return None

@@ -11,6 +11,8 @@ from typing import TypeVar
 
 import torch
 
+from anon.errors import find_cause
+
 REPO = Path(__file__).resolve().parents[1]
 E = TypeVar("E", bound=BaseException)
 
@@ -57,13 +59,7 @@ def learned_parameter_count(shapes: dict) -> int:
 
 
 def caused_by(error: BaseException, kind: type[E]) -> E:
-    """The first ``kind`` error in ``error``'s ``__cause__`` chain, ``error`` included (Hydra's instantiate
-    wraps what a target raised); AssertionError naming the chain when there is none."""
-    chain: list[BaseException] = []
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, kind):
-            return cause
-        chain.append(cause)
-        cause = cause.__cause__
-    raise AssertionError(f"no {kind.__name__} in the cause chain {' <- '.join(repr(c) for c in chain)}")
+    """:func:`anon.errors.find_cause` (the ``kind`` error Hydra's instantiate wrapped), asserted present."""
+    cause = find_cause(error, kind)
+    assert cause is not None, f"no {kind.__name__} in the cause chain of {error!r}"
+    return cause

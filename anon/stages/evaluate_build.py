@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from anon.errors import ConfigError
+from anon.errors import ConfigError, find_cause
 from anon.metrics.detection import MemoDetector
 from anon.stages.evaluate_inputs import done_records
 
@@ -57,9 +57,7 @@ def build_expression(cfg, detector=None):
     try:
         net = instantiate(cfg.expression)
     except Exception as err:  # Hydra wraps the loader's error
-        cause = err
-        while cause is not None and not isinstance(cause, MissingPackageError):
-            cause = cause.__cause__
+        cause = find_cause(err, MissingPackageError)
         if cause is None:
             raise
         print(f"[anon] expression agreement not measured: {cause}", flush=True)
