@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from anon.atomic_write import write_text_atomically
+
 MERGED = "manifest.jsonl"
 
 
@@ -126,15 +128,7 @@ def merged_text(run_dir: str | Path) -> str:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file of this process (never half a file, never
     another process's temporary file); the temporary file is removed if the write fails (full disk)."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomically(path, text, fsync=True)
 
 
 def merge(run_dir: str | Path) -> Path:

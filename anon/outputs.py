@@ -6,27 +6,18 @@ each image min-max rescaled on its own to [0, 1], times 255 truncated to uint8, 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # never another process's temporary file
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from anon.atomic_write import write_atomically
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
     """H x W x 3 uint8 -> PNG (lossless; no per-image rescaling)."""
-    _atomic(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+    write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 OUTPUT_SUFFIX = {"png": ".png", "official_jpeg": ".jpg"}
@@ -47,7 +38,7 @@ def official_jpeg_pixels(image: torch.Tensor) -> np.ndarray:
 
 def save_jpeg(array: np.ndarray, path: Path, quality: int = 75) -> None:
     """H x W x 3 uint8 -> JPEG at ``quality`` (PIL's default 4:2:0 subsampling, as ToPILImage().save)."""
-    _atomic(path, lambda tmp: Image.fromarray(array).save(tmp, format="JPEG", quality=quality))
+    write_atomically(path, lambda tmp: Image.fromarray(array).save(tmp, format="JPEG", quality=quality))
 
 
 def save_output(image: torch.Tensor, path: Path, fmt: str = "png") -> None:
@@ -62,12 +53,12 @@ def save_output(image: torch.Tensor, path: Path, fmt: str = "png") -> None:
 
 def save_code(code: torch.Tensor, path: Path) -> None:
     """One W+ code (L x D float32)."""
-    _atomic(path, lambda tmp: torch.save(code.detach().cpu().float().clone(), tmp))
+    write_atomically(path, lambda tmp: torch.save(code.detach().cpu().float().clone(), tmp))
 
 
 def save_offsets(offsets: dict[str, torch.Tensor], path: Path) -> None:
     """One image's generator weight offsets (``{parameter name: tensor}``, pivotal tuning)."""
-    _atomic(path, lambda tmp: torch.save({k: v.detach().cpu().float().clone() for k, v in offsets.items()}, tmp))
+    write_atomically(path, lambda tmp: torch.save({k: v.detach().cpu().float().clone() for k, v in offsets.items()}, tmp))
 
 
 def image_path(run_dir: Path, image_id: str, fmt: str = "png") -> Path:

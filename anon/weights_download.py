@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from anon.atomic_write import write_text_atomically
 from anon.download import ChecksumError, DownloadError, extract_members, fetch_url, sha256_file
 from anon.errors import AnonError, ConfigError
 from anon.weights import REGISTRY, Checkpoint, weights_dir
@@ -121,10 +122,7 @@ def _recorded_sums(cache: Path) -> dict[str, str]:
 
 
 def _record_sums(cache: Path, sums: dict[str, str]) -> None:
-    path = cache / SUMS
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**_recorded_sums(cache), **sums}, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomically(cache / SUMS, json.dumps({**_recorded_sums(cache), **sums}, indent=1, sort_keys=True))
 
 
 def cached_file_intact(entry: Checkpoint, cache: Path, sha256: str | None = None) -> bool | None:

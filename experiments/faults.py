@@ -59,7 +59,7 @@ def _kill_before_merge() -> None:
 
 
 def _full_disk_on_merge() -> None:
-    import anon.manifest
+    import anon.atomic_write  # the manifest's write_atomic opens its temporary file there
 
     real_open = open
 
@@ -82,7 +82,7 @@ def _full_disk_on_merge() -> None:
             return FullDisk(path, *args, **kwargs)
         return real_open(path, *args, **kwargs)
 
-    anon.manifest.open = patched
+    anon.atomic_write.open = patched
 
 
 def _slow_batches(seconds: float = 1.5) -> None:

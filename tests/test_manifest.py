@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import anon.manifest
+import anon.atomic_write
 from anon.folder_lock import LOCK_NAME, FolderInUseError, FolderLock
 from anon.manifest import ManifestWriter, current_records, merged_is_stale, write_atomic
 from anon.photos_cli import _append, recorded_sources
@@ -71,7 +71,7 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monk
         Path(path).write_text("half a line")  # the disk filled up part-way through
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(anon.manifest, "open", full_disk, raising=False)
+    monkeypatch.setattr(anon.atomic_write, "open", full_disk, raising=False)
     with pytest.raises(OSError, match="No space"):
         write_atomic(target, "new\n" * 100)
     assert target.read_text() == "old\n"

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from anon.atomic_write import write_text_atomically
 from anon.errors import ConfigError, MissingDataError
 from anon.metrics.reid import equal_error_rate_threshold, pair_scores, stack_embeddings
 from anon.stages.common import chunks
@@ -24,13 +24,6 @@ def read_rgb(path: str | Path) -> np.ndarray:
     from anon.data.images import load_rgb
 
     return load_rgb(path)  # every mode scaled to 8 bits (16-bit grey is not clipped)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -114,7 +107,7 @@ def _cached_calibration(evaluator, key: str, calibration: Calibration, batch_siz
     result = calibrate_threshold(evaluator, calibration.pairs, batch_size)
     if calibration.cache is not None:
         cache[cache_key] = {**result, "evaluator": key, "pairs_description": calibration.description}
-        write_atomic(Path(calibration.cache), json.dumps(cache, indent=1, sort_keys=True))
+        write_text_atomically(Path(calibration.cache), json.dumps(cache, indent=1, sort_keys=True))
     return result
 
 

@@ -6,13 +6,13 @@ writes it again.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from anon.atomic_write import write_atomically
 from anon.baselines import FilledBox, GaussianBlur
 from anon.errors import ConfigError
 from anon.outputs import save_png
@@ -28,18 +28,10 @@ def check_fallback(kind: str) -> str:
 
 def copy_atomic(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` through a temporary file beside it (skipped when already identical)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_file() and target.stat().st_size == source.stat().st_size \
             and target.read_bytes() == source.read_bytes():
         return
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    try:
-        shutil.copyfile(source, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(target, lambda tmp: shutil.copyfile(source, tmp), fsync=True)
 
 
 def fallback_image(kind: str, image: Path, target: Path, blur_sigma: float, mask_box) -> Path:

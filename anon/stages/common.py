@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from anon.atomic_write import write_text_atomically
+
 DONE = "DONE.json"
 
 
@@ -33,10 +35,8 @@ def is_done(stage_dir: Path) -> bool:
 
 def mark_done(stage_dir: Path, **facts) -> None:
     """Written last: a stage folder without it is resumed, never trusted."""
-    path = Path(stage_dir) / DONE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts}, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    record = {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts}
+    write_text_atomically(Path(stage_dir) / DONE, json.dumps(record, indent=2, sort_keys=True))
 
 
 def chunks(n: int, size: int) -> list[range]:

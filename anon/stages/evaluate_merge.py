@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from anon.metrics.thresholds import write_atomic
+from anon.atomic_write import write_text_atomically
 from anon.metrics.verdict import privacy, utility
 
 #: the verdict's utility checks, in the order the report lists them (each fed by one metric)
@@ -58,12 +58,12 @@ def write_report(plan, results: list[dict]) -> dict:
     data = clean(report.to_dict())
     lines = clean(lines)
     run_dir = Path(plan.run_dir)
-    write_atomic(run_dir / VERIFICATION, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
-    write_atomic(run_dir / FAILED_IDS, "".join(i + "\n" for i in data["failed_ids"]))
+    write_text_atomically(run_dir / VERIFICATION, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+    write_text_atomically(run_dir / FAILED_IDS, "".join(i + "\n" for i in data["failed_ids"]))
     if plan.plots:
         data["plots"] = reporting.write_plots(run_dir, lines, data)
-    write_atomic(run_dir / REPORT_JSON, json.dumps(data, indent=2, sort_keys=True) + "\n")
-    write_atomic(run_dir / REPORT_MD, reporting.markdown(data))
+    write_text_atomically(run_dir / REPORT_JSON, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(run_dir / REPORT_MD, reporting.markdown(data))
     return data
 
 

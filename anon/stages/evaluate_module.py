@@ -12,7 +12,6 @@ barrier lets every rank return only once the report is on disk.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from anon.atomic_write import write_atomically
 from anon.metrics.thresholds import Calibration
 from anon.metrics.verdict import VerdictThresholds
 from anon.stages.evaluate_inputs import EvaluationTriples, RankShards, collate_triples
@@ -50,10 +50,7 @@ def shard_path(run_dir: str | Path, rank: int) -> Path:
 
 
 def save_shard(path: Path, rank: int, world_size: int, results: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"rank": rank, "world_size": world_size, "results": results}, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save({"rank": rank, "world_size": world_size, "results": results}, tmp))
 
 
 def load_shards(run_dir: str | Path, world_size: int) -> list[list[dict]]:

@@ -7,12 +7,13 @@ chunk ``c`` belongs to rank ``c % world``; a chunk whose feature file exists is 
 from __future__ import annotations
 
 import inspect
-import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from anon.atomic_write import write_atomically
 from anon.data.images import to_uint8
 from anon.outputs import save_code, save_png
 from anon.stages.common import chunks, is_done, mark_done
@@ -79,9 +80,7 @@ def run_fakes(generator, feature_net, stage_dir: str | Path, num_samples: int, t
                 save_code(ws[j], stage_dir / "codes" / f"{fake_id(i)}.pt")
                 if save_images:
                     save_png(pixels[j], stage_dir / "images" / f"{fake_id(i)}.png")
-        tmp = out.with_suffix(".tmp")
-        torch.save({"ids": [fake_id(i) for i in chunk], "features": torch.cat(feats)}, tmp)
-        os.replace(tmp, out)
+        write_atomically(out, partial(torch.save, {"ids": [fake_id(i) for i in chunk], "features": torch.cat(feats)}))
     if rank == 0 and len(list((stage_dir / "features").glob("chunk*.pt"))) == len(chunks(num_samples, chunk_size)):
         mark_done(stage_dir, num_samples=num_samples, truncation_psi=truncation_psi, seed=seed)
     return stage_dir

@@ -7,12 +7,12 @@ what the anonymisation data reads) and ``neighbours.json`` (the k best ids and s
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from anon.atomic_write import write_text_atomically
 from anon.data.images import load_image
 from anon.stages.common import chunks
 from anon.stages.fakes import embed, load_features
@@ -103,6 +103,4 @@ def read_json(path: Path) -> dict:
 
 
 def write_json(path: Path, value: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(value, indent=1, sort_keys=True))
