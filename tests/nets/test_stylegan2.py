@@ -156,13 +156,18 @@ def nvidia_weights(shapes: dict[str, tuple], fill=None, gen: torch.Generator | N
     return out
 
 
+def nvidia_layout(nv: dict) -> tuple[list[int], int]:
+    """An NVIDIA-named dict's block resolutions (4, 8, ...) and number of mapping layers."""
+    res_list = sorted({int(k.split(".")[1][1:]) for k in nv if k.startswith("synthesis.b")})
+    return res_list, sum(1 for k in nv if k.startswith("mapping.fc") and k.endswith("weight"))
+
+
 def to_genforce(nv: dict) -> dict:
     """NVIDIA -> GenForce, the rules of genforce ``converters/stylegan2ada_pth_converter.py``: Conv0_up
     kernels flipped on (H, W); ``mod_bias`` stored without the +1 (GenForce adds ``additional_bias=1``);
     const and noise get leading singleton dims; filters are 4 x 4 [1,3,3,1] kernels with gain 4."""
-    res_list = sorted({int(k.split(".")[1][1:]) for k in nv if k.startswith("synthesis.b")})
+    res_list, n_map = nvidia_layout(nv)
     out = {}
-    n_map = sum(1 for k in nv if k.startswith("mapping.fc") and k.endswith("weight"))
     for i in range(n_map):
         out[f"mapping.dense{i}.weight"] = nv[f"mapping.fc{i}.weight"]
         out[f"mapping.dense{i}.bias"] = nv[f"mapping.fc{i}.bias"]
@@ -192,9 +197,8 @@ def to_rosinality(nv: dict) -> tuple[dict, torch.Tensor]:
     """NVIDIA -> rosinality (g_ema, latent_avg): both hold TF's Conv0_up kernel flipped (rosinality's
     ``convert_weight.py`` flips it; NVIDIA's ``legacy.py`` too), so kernels copy as they are; modulation
     biases include the +1 in both; weights get a leading 1; noise strength is (1,), toRGB bias 1x3x1x1."""
-    res_list = sorted({int(k.split(".")[1][1:]) for k in nv if k.startswith("synthesis.b")})
+    res_list, n_map = nvidia_layout(nv)
     out = {}
-    n_map = sum(1 for k in nv if k.startswith("mapping.fc") and k.endswith("weight"))
     for i in range(n_map):
         out[f"style.{i + 1}.weight"] = nv[f"mapping.fc{i}.weight"]
         out[f"style.{i + 1}.bias"] = nv[f"mapping.fc{i}.bias"]
