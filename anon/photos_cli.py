@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 
+from anon.atomic_write import write_atomically
 from anon.data.images import is_image_entry, merge_image, split_image
 from anon.errors import MissingDataError
 from anon.folder_lock import FolderLock
@@ -205,8 +205,6 @@ def _clean_exif(exif: Image.Exif) -> bytes:
 def write_photo(photo: Photo, result: PhotoResult, path: Path, jpeg_quality: int = 95, strip_metadata: bool = True,
                 keep_icc: bool = True) -> dict[str, Any]:
     """Write ``result`` for ``photo`` to ``path`` (atomically); returns the manifest's file facts."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # unique per process
     jpeg = photo.format in JPEG_FORMATS
     unchanged = not result.changed
     facts: dict[str, Any] = {"format": "JPEG" if jpeg else "PNG", "pixels_unchanged": unchanged}
@@ -223,8 +221,7 @@ def write_photo(photo: Photo, result: PhotoResult, path: Path, jpeg_quality: int
             except Exception:
                 data = None  # fall through to re-encoding
         if data is not None:
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_atomically(path, lambda tmp: tmp.write_bytes(data))
             return {**facts, "reencoded": False, "metadata_stripped": stripped}
     icc = photo.icc_profile if keep_icc else None
     if unchanged and not jpeg:
@@ -238,11 +235,10 @@ def write_photo(photo: Photo, result: PhotoResult, path: Path, jpeg_quality: int
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
             options["icc_profile"] = None
-        image.save(tmp, format="JPEG", quality=int(jpeg_quality), subsampling=0, optimize=True, comment=b"",
-                   **options)
+        write_atomically(path, lambda tmp: image.save(tmp, format="JPEG", quality=int(jpeg_quality), subsampling=0,
+                                                      optimize=True, comment=b"", **options))
     else:
-        image.save(tmp, format="PNG", **options)
-    os.replace(tmp, path)
+        write_atomically(path, lambda tmp: image.save(tmp, format="PNG", **options))
     return {**facts, "reencoded": True, "metadata_stripped": stripped}
 
 
