@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from anon.data.images import to_uint8
 from anon.outputs import save_png
 from anon.run import CONFIG_DIR
+from tests.helpers import torch_threads
 from tests.requires import unavailable
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -64,6 +65,15 @@ def tiny_cfg(tiny_world, tmp_path):
     def make(*extra: str) -> DictConfig:
         return compose_config(*tiny_overrides(tiny_world, tmp_path / "run", *extra))
     return make
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: many tiny ops run several times faster so on a busy 2-core machine,
+    and a comparison of an image alone vs in a batch sees no 2-thread summation-order noise (which Adam
+    amplifies on near-zero gradients to ~1e-3 in the codes and renders)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -63,3 +65,14 @@ def caused_by(error: BaseException, kind: type[E]) -> E:
     cause = find_cause(error, kind)
     assert cause is not None, f"no {kind.__name__} in the cause chain of {error!r}"
     return cause
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count is ``n`` inside the block and what it was after it."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -13,7 +13,9 @@ import torch
 
 from anon.face_outline import box_ellipse, convex_hull, hull_mask
 from tests.requires import unavailable
-from tests.test_photos import Constant, lfw, needs_mtcnn, one_thread, stub_anonymizer  # noqa: F401 (fixture)
+from tests.test_photos import Constant, lfw, needs_mtcnn, stub_anonymizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 ELLIPSE_BOX = np.array([60.0, 50.0, 140.0, 150.0])  # x1 y1 x2 y2: semi-axes 40 x 50 around (100, 100)
 

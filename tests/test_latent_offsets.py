@@ -56,14 +56,6 @@ def test_only_the_named_offsets_move_and_the_rest_stay_bitwise(latent, moved):
         assert torch.equal(p, shared[name]), f"the shared generator weight {name} changed"
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()  # see tests/test_pivotal.py: 2 threads' summation noise, batch or not
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # SGD, not Adam: Adam divides each gradient by its own running size, so on offsets whose gradient is
 # ~1e-9 the 1e-7-relative float noise of a batched vs single render becomes lr-sized steps of random
 # sign (the first-step gradients agree to 1e-7 relative). SGD's step is proportional to the gradient,

@@ -39,12 +39,7 @@ ROUND_TRIP_MEAN, ROUND_TRIP_P999 = 0.6, 40.0
 SMOOTH_MAX = 1.5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -47,17 +47,9 @@ def test_bad_offsets_are_one_line_errors(random_dcgan):
         PivotalInverter(random_dcgan, tune=["nope"])
 
 
-@pytest.fixture
-def one_thread():
-    """Batch independence is the question here, not thread count: with 2 CPU threads the float noise of
-    the summation order alone (amplified by Adam on near-zero gradients) moves z by ~7e-4 and the render
-    by ~2e-3, in a batch or not; with one thread the comparison can be held to 1e-4."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
+# one_thread (tests/conftest.py): batch independence is the question here, not thread count: with 2 CPU
+# threads the float noise of the summation order alone (amplified by Adam on near-zero gradients) moves z by
+# ~7e-4 and the render by ~2e-3, in a batch or not; with one thread the comparison can be held to 1e-4.
 def test_image_alone_and_in_a_batch_of_three_get_the_same_code_and_offsets(random_dcgan, one_thread):
     torch.manual_seed(1)
     images = torch.rand(3, 3, 64, 64) * 2 - 1

@@ -15,6 +15,7 @@ from anon.errors import MissingCheckpointError
 from anon.lite.packages import MissingPackageError, has_package, package_file
 from anon.nets.dcgan import DCGANGenerator
 from anon.run import CONFIG_DIR
+from tests.helpers import torch_threads
 from tests.requires import requires
 
 needs_package = requires(has_package("gan_face_generate"),
@@ -141,13 +142,9 @@ def test_real_weights_draw_faces_that_mtcnn_finds():
     torch.manual_seed(0)
     z = torch.randn(6, 100, generator=torch.Generator().manual_seed(0))
     found = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny ops: one thread is faster on a busy 2-core machine
-    try:
+    with torch_threads(1):  # many tiny ops: one thread is faster on a busy 2-core machine
         for name, g in (("real", DCGANGenerator()), ("random", DCGANGenerator(checkpoint=None))):
             with torch.no_grad():
                 images = F.interpolate(g(g.mapping(z)), size=128, mode="bilinear", align_corners=False)
             found[name] = sum(bool(detector.detect(im)) for im in to_uint8(images))
-    finally:
-        torch.set_num_threads(threads)
     assert found["real"] >= 5 and found["random"] == 0, found  # measured: 6 / 6 and 0 / 6

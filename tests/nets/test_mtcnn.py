@@ -23,15 +23,6 @@ BOXES = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 5
 SCORES = torch.tensor([0.9, 0.8, 0.7, 0.95])
 
 
-@pytest.fixture
-def one_thread():
-    """The cascade runs many tiny ops: on a busy 2-core machine one thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def detector():
     if not has_package("facenet_pytorch"):
