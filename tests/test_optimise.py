@@ -1,0 +1,76 @@
+"""The method core without Lightning: one loop for the Lightning run and the photo path."""
+import inspect
+import json
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+
+from anon.compose import build_method
+from anon.module import FalcoModule
+from anon.optimise import OptimiseOptions
+from anon.photo_falco import FalcoFaceAnonymizer
+from anon.run import anonymize
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_method_core_and_photo_anonymiser_import_no_lightning():
+    code = ("import sys, anon.optimise, anon.falco_method, anon.photo_falco; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+def test_module_defaults_are_the_options_defaults():
+    """``FalcoModule(...)`` and a method built without a ``module.*`` key run the same loop."""
+    module_defaults = {k: p.default for k, p in inspect.signature(FalcoModule.__init__).parameters.items()}
+    for field in fields(OptimiseOptions):
+        if field.name in ("optimizer", "scheduler"):  # None in the module: the options' default factory
+            assert module_defaults[field.name] is None
+        else:
+            assert module_defaults[field.name] == field.default, field.name
+
+
+class FeaturesOf(torch.nn.Module):
+    """Pairing features: the whole image, so each image's nearest pool entry is itself (cosine 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def test_photo_path_and_lightning_run_give_the_same_code(tiny_cfg):
+    """The same crops, inversions and neighbours in the same batches: the photo path's method object
+    gives the codes and final identity similarities the Lightning run wrote, bit for bit."""
+    # three images in batches of 2 and 1; settings that are not the defaults: both paths must read the config
+    cfg = tiny_cfg("dataset.limit=3", "dataset.batch_size=2", "module.steps=3", "loss.margin=0.2")
+    run_dir = Path(anonymize(cfg)["run_dir"])
+    records = {r["id"]: r for r in map(json.loads, (run_dir / "manifest.jsonl").read_text().splitlines())}
+
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.dataset)
+    method = build_method(cfg)
+    data.attach(run_dir / "fresh", method.networks.generator.num_ws)  # no manifest there: every image
+    data.setup("predict")
+    optimised = []
+    record_result = method.optimise
+    method.optimise = lambda *args, **kwargs: optimised.append(record_result(*args, **kwargs)) or optimised[-1]
+    batches = 0
+    for batch in data.predict_dataloader():
+        images, inversions = batch["image"], batch["w_inversion"]
+        anonymizer = FalcoFaceAnonymizer(method, lambda x, codes=inversions: codes, batch["id"],
+                                         FeaturesOf()(images), lambda fake, b=batch: b["w_neighbour"][b["id"].index(fake)],
+                                         FeaturesOf(), image_size=images.shape[-1])
+        anonymizer(images)
+        for i, image_id in enumerate(batch["id"]):
+            saved = torch.load(run_dir / records[image_id]["code"], weights_only=True)
+            assert anonymizer.last[i]["fake"] == image_id  # its own neighbour code
+            assert torch.equal(optimised[-1]["ws"][i], saved), image_id
+            assert anonymizer.last[i]["identity_similarity_after"] == records[image_id]["identity_similarity_after"]
+        batches += 1
+    assert batches == 2 and len(records) == sum(len(r["ws"]) for r in optimised)
