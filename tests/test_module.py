@@ -275,9 +275,11 @@ def test_compiled_step_matches_the_eager_step(tiny_problem):
         reference = module.optimise(images[:2], w_inv[:2], w_nb[:2])
         module.compile = True
         out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+        compiled = module.method.step_function.compiled
+        module.optimise(images[2:4], w_inv[2:4], w_nb[2:4])  # the next batch: the same compiled step
     finally:
         module.compile, module.steps = False, 8
-    assert module.method.step_function.compiled is not None
+    assert compiled is not None and module.method.step_function.compiled is compiled
     torch.testing.assert_close(out["initial"]["total"], reference["initial"]["total"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out["final"]["similarity"], reference["final"]["similarity"], atol=1e-3, rtol=0)
 
