@@ -9,10 +9,12 @@ from pathlib import Path
 import torch
 
 from anon.compose import build_method
+from anon.falco_method import FalcoMethod
 from anon.module import FalcoModule
-from anon.optimise import OptimiseOptions
+from anon.optimise import FrozenNetworks, OptimiseOptions
 from anon.photo_falco import FalcoFaceAnonymizer
 from anon.run import anonymize
+from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,6 +36,34 @@ def test_module_defaults_are_the_options_defaults():
             assert module_defaults[field.name] is None
         else:
             assert module_defaults[field.name] == field.default, field.name
+
+
+def test_method_and_module_keep_the_networks_frozen_and_in_eval_mode():
+    """The photo path has no LightningModule around the method: the method itself freezes the networks,
+    and ``FalcoModule.train()`` (Lightning calls it) leaves them in eval mode."""
+    cfg = compose_config("dataset.images=unused", "dataset.inversions=unused", "dataset.neighbours=unused")
+    built = build_method(cfg)
+    # plain modules (the project's networks keep themselves in eval mode) with dropout and weights
+    networks = FrozenNetworks(built.networks.generator, torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()),
+                              torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Linear(2, 2)))
+
+    def thaw():
+        for net in networks.all():
+            net.requires_grad_(True).train()
+
+    def in_training(nets) -> bool:
+        return any(m.training for n in nets for m in n.modules())
+
+    thaw()
+    method = FalcoMethod(networks, built.loss, built.latent)
+    assert not any(p.requires_grad for n in networks.all() for p in n.parameters())
+    assert not in_training(networks.all())
+    thaw()
+    assert not in_training(method.eval().networks.all())
+    module = FalcoModule(*networks.all(), built.loss, built.latent)
+    thaw()
+    module.train(True)
+    assert module.training and not in_training(networks.all())
 
 
 class FeaturesOf(torch.nn.Module):
