@@ -92,10 +92,10 @@ def test_photo_path_and_lightning_run_give_the_same_code(tiny_cfg):
     method.optimise = lambda *args, **kwargs: optimised.append(record_result(*args, **kwargs)) or optimised[-1]
     batches = 0
     for batch in data.predict_dataloader():
-        images, inversions = batch["image"], batch["w_inversion"]
-        anonymizer = FalcoFaceAnonymizer(method, lambda x, codes=inversions: codes, batch["id"],
-                                         FeaturesOf()(images), lambda fake, b=batch: b["w_neighbour"][b["id"].index(fake)],
-                                         FeaturesOf(), image_size=images.shape[-1])
+        images, inversions, neighbours = batch["image"], batch["w_inversion"], batch["w_neighbour"]
+        neighbour_of = dict(zip(batch["id"], neighbours))  # the fake pool: each image's own neighbour code
+        anonymizer = FalcoFaceAnonymizer(method, lambda x, codes=inversions: codes, batch["id"], FeaturesOf()(images),
+                                         neighbour_of.__getitem__, FeaturesOf(), image_size=images.shape[-1])
         anonymizer(images)
         for i, image_id in enumerate(batch["id"]):
             saved = torch.load(run_dir / records[image_id]["code"], weights_only=True)
