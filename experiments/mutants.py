@@ -34,7 +34,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "schedule": ("anon/schedule.py", ["tests/test_losses.py"]),
     "reid": ("anon/metrics/reid.py", ["tests/metrics/test_reid.py"]),
     # the optimisation loop (anon/optimise.py: all of it); FalcoModule and FalcoMethod only delegate to it
-    "optimise": ("anon/optimise.py", ["tests/test_module.py", "tests/test_latent_offsets.py",
+    "optimise": ("anon/optimise.py", ["tests/test_optimise.py", "tests/test_module.py", "tests/test_latent_offsets.py",
                                       "tests/stages/test_invert_offsets.py", "tests/test_loss_target.py"]),
     "irse": ("anon/nets/irse.py", ["tests/nets/test_irse.py", "tests/nets/test_arcface.py", GOLDEN + "test_arcface_ir_se50_matches_falco"]),
     "vit": ("anon/nets/vit.py", ["tests/nets/test_vit.py", "tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),

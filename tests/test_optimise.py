@@ -6,12 +6,14 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import pytest
 import torch
 
 from anon.compose import build_method
 from anon.falco_method import FalcoMethod
 from anon.module import FalcoModule
-from anon.optimise import FrozenNetworks, OptimiseOptions
+from anon.optimise import FrozenNetworks, OptimiseOptions, adam
+from anon.schedule import fractional_multistep
 from anon.photo_falco import FalcoFaceAnonymizer
 from anon.run import anonymize
 from tests.conftest import compose_config
@@ -26,6 +28,20 @@ def test_method_core_and_photo_anonymiser_import_no_lightning():
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_options_take_yaml_values_and_default_factories():
+    """``module.precision=32`` on the command line is an int; 1 switches a flag on; None: the default factories."""
+    options = OptimiseOptions(steps=3.0, precision=32, channels_last=1, compile=1, optimizer=None, scheduler=None)
+    assert [(type(v), v) for v in (options.steps, options.precision, options.channels_last, options.compile)] == [
+        (int, 3), (str, "32"), (bool, True), (bool, True)]
+    assert options.optimizer is adam and options.scheduler is fractional_multistep
+    weight = torch.zeros(2, requires_grad=True)
+    optimizer = adam([weight])
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 0.01
+    assert optimizer.param_groups[0]["params"] == [weight]
+    with pytest.raises(ValueError, match=r"^module.precision must be 32, tf32 or bf16, not 'fp16'$"):
+        OptimiseOptions(precision="fp16")
 
 
 def test_module_defaults_are_the_options_defaults():
