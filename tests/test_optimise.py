@@ -12,7 +12,7 @@ import torch
 from anon.compose import build_method
 from anon.falco_method import FalcoMethod
 from anon.module import FalcoModule
-from anon.optimise import FrozenNetworks, OptimiseOptions, adam
+from anon.optimise import FrozenNetworks, OptimiseOptions, adam, optimise
 from anon.schedule import fractional_multistep
 from anon.photo_falco import FalcoFaceAnonymizer
 from anon.run import anonymize
@@ -42,6 +42,23 @@ def test_options_take_yaml_values_and_default_factories():
     assert optimizer.param_groups[0]["params"] == [weight]
     with pytest.raises(ValueError, match=r"^module.precision must be 32, tf32 or bf16, not 'fp16'$"):
         OptimiseOptions(precision="fp16")
+
+
+def test_the_pure_function_alone_gives_the_methods_result():
+    """``optimise(...)`` with no step-function cache and default keywords: the method object's result, and
+    no first-step images kept unless asked for."""
+    method = build_method(compose_config("dataset.images=unused", "dataset.inversions=unused",
+                                         "dataset.neighbours=unused", "module.steps=2"))
+    g = method.networks.generator
+    torch.manual_seed(0)
+    with torch.no_grad():
+        w_inv, w_nb = g.mapping(torch.randn(2, g.z_dim)), g.mapping(torch.randn(2, g.z_dim), truncation_psi=0.7)
+        images = g(w_inv)
+    alone = optimise(method.networks, method.loss, method.latent, method.options, images, w_inv, w_nb)
+    kept = method.optimise(images, w_inv, w_nb, keep_initial_images=True)
+    assert alone["initial_images"] is None and kept["initial_images"].shape == images.shape
+    assert torch.equal(alone["ws"], kept["ws"]) and torch.equal(alone["images"], kept["images"])
+    assert torch.equal(alone["steps"], torch.tensor([2, 2]))
 
 
 def test_module_defaults_are_the_options_defaults():
