@@ -3,13 +3,13 @@
 Lightning runs this as ``trainer.predict`` with ``inference_mode=False``: predict shards images across
 ranks without duplicates, never wraps the module in DDP (no gradient all-reduce between ranks, which
 would mix images), and lets every rank write its own outputs. The optimisation loop itself -- the
-"fit" of FALCO -- runs inside :meth:`FalcoModule.optimise`, which needs no Trainer (benchmarks call it).
+"fit" of FALCO -- is :func:`anon.optimise.optimise`, which needs no Trainer; the module holds it as a
+:class:`anon.falco_method.FalcoMethod` (``module.method``, also what the photo path uses) and
+:meth:`FalcoModule.optimise` calls it (benchmarks and tests do).
 """
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -17,31 +17,25 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from anon.falco_method import FalcoMethod
 from anon.latent import LatentLayout
 from anon.losses import FalcoLoss
 from anon.manifest import ManifestWriter
-from anon.nets.tuned import Offsets, render, select
+from anon.nets.tuned import Offsets
+from anon.optimise import FrozenNetworks, OptimiseOptions, OptimiseResult
 from anon.outputs import check_format, code_path, image_path, save_code, save_offsets, save_output, save_png
 from anon.preemption import StopFlag, launcher_forward
-from anon.schedule import fractional_multistep
 from anon.step_curve import StepCurve, gather_curves, merge_curves
 from anon.summary import write_run_summary
 from anon.visuals import comparison_grid
 from anon.wandb_record import close_run
 
 
-@contextmanager
-def tf32_enabled(enabled: bool):
-    """TF32 matmuls/convolutions inside the block if ``enabled``, true float32 otherwise (the flags are
-    process-wide and restored after). PyTorch's own default lets cuDNN convolutions use TF32 on Ampere and
-    newer GPUs, so without forcing it off ``precision=32`` would not be float32 there (an H200 moved the
-    tiny config's first loss by 5.6e-4 against the CPU's)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+def _method_option(name: str) -> property:
+    """A module attribute that reads and sets ``method.options.<name>`` (tests and benchmarks set them)."""
+    return property(lambda self: getattr(self.method.options, name),
+                    lambda self, value: self.method.configure(**{name: value}),
+                    doc=f"``method.options.{name}`` (:class:`anon.optimise.OptimiseOptions`)")
 
 
 class FalcoModule(pl.LightningModule):
@@ -82,136 +76,44 @@ class FalcoModule(pl.LightningModule):
                  compile: bool = False, output_format: str = "png"):
         super().__init__()
         self.generator, self.identity, self.attribute = generator, identity, attribute
-        for net in (generator, identity, attribute):
-            net.requires_grad_(False).eval()
         self.loss, self.latent = loss, latent
-        self.make_optimizer = optimizer or partial(torch.optim.Adam, lr=0.01)
-        self.make_scheduler = scheduler or fractional_multistep
-        self.steps, self.log_every, self.log_images = int(steps), int(log_every), bool(log_images)
-        self.loss_resolution = loss_resolution
-        self.early_stop_tolerance = early_stop_tolerance
-        if str(precision) not in ("32", "tf32", "bf16"):
-            raise ValueError(f"module.precision must be 32, tf32 or bf16, not {precision!r}")
-        self.precision = str(precision)
-        self.channels_last, self.compile = bool(channels_last), bool(compile)
-        self._compiled_step: Callable | None = None
+        options = OptimiseOptions(steps=steps, optimizer=optimizer, scheduler=scheduler,
+                                  loss_resolution=loss_resolution, early_stop_tolerance=early_stop_tolerance,
+                                  precision=precision, channels_last=channels_last, compile=compile)
+        self.method = FalcoMethod(FrozenNetworks(generator, identity, attribute), loss, latent, options)
+        self.log_every, self.log_images = int(log_every), bool(log_images)
         self.output_format = check_format(output_format)
-        self._layout_is_channels_last = False  # whether step_function put the networks in NHWC
         self.run_dir: Path | None = None
         self._manifest: ManifestWriter | None = None
         self._curve = StepCurve(self.steps)
         self.log_step_base = 0  # first logger step of this session (a resumed W&B run continues after its last)
         self.config_to_log: dict | None = None  # the resolved run config, logged as hyperparameters by rank 0
-        self.latent.check_generator(generator)  # fail early on a layer range that does not fit
+
+    # the loop's settings live in the method object (one place for the Lightning run and the photo path)
+    steps = _method_option("steps")
+    make_optimizer = _method_option("optimizer")
+    make_scheduler = _method_option("scheduler")
+    loss_resolution = _method_option("loss_resolution")
+    early_stop_tolerance = _method_option("early_stop_tolerance")
+    precision = _method_option("precision")
+    channels_last = _method_option("channels_last")
+    compile = _method_option("compile")
 
     def train(self, mode: bool = True):
         """The networks stay in eval mode whatever Lightning asks (no dropout, no w_avg updates)."""
         super().train(mode)
-        for net in (self.generator, self.identity, self.attribute):
-            net.eval()
+        self.method.eval()
         return self
 
-    # ------------------------------------------------------------------ the optimisation loop
     def optimise(self, images: torch.Tensor, w_inversion: torch.Tensor, w_neighbour: torch.Tensor,
                  on_step: Callable[[int, dict], None] | None = None, keep_initial_images: bool = False,
-                 targets: torch.Tensor | None = None, offsets: Offsets | None = None) -> dict:
-        """Anonymise a batch. images: N x 3 x H x W in [-1, 1]; codes: N x L x D; ``targets`` (N x 3 x H' x W'
-        in [-1, 1]): what the losses compare against instead of ``images`` (``loss.target=unaligned``);
-        ``offsets``: the images' generator weight offsets from a pivotal-tuning inversion
-        (``{name: N x *shape}``; None: the shared generator), which every render of the image uses.
-
-        Returns ``ws`` (N x L x D final codes), ``images`` (N x 3 x R x R), ``offsets`` (the weight offsets
-        the images were rendered with: ``latent.trainable_offsets`` moved, the others as given; None
-        without any), and the per-sample loss terms ``initial`` (at the starting code) and ``final``.
-        """
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        frozen, start = self.latent.split(w_inversion, w_neighbour)
-        trainable = start.clone().requires_grad_(True)
-        # latent.trainable_offsets: which per-image weight offsets the loss may move too; the rest stay fixed
-        fixed, tuned = self.latent.split_offsets(offsets, self.generator, images.shape[0], images.device)
-        params = [trainable]
-        if tuned:
-            params = [{"params": params}, *self.latent.offset_groups(tuned, self.generator)]
-        offsets = {**fixed, **tuned} or None
-        optimizer = self.make_optimizer(params)
-        scheduler = self.make_scheduler(optimizer, steps=self.steps)
-        with tf32_enabled(False):  # the reference and the final scores are always float32
-            ref = self.loss.reference(self.identity, self.attribute, images if targets is None else targets)
-        step_losses = self.step_function()
-        initial = initial_images = None
-        active = torch.ones(images.shape[0], dtype=torch.bool, device=images.device)
-        steps_taken = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
-        early_stop = self.early_stop_tolerance is not None
-        for step in range(self.steps):
-            # With early stop, finished images leave the batch: only the unfinished ones are rendered.
-            rows = active.nonzero().squeeze(1) if early_stop and not active.all() else None
-            with tf32_enabled(self.precision == "tf32"):
-                if rows is None:
-                    generated, terms = step_losses(frozen, trainable, ref, offsets)
-                else:
-                    generated, terms = step_losses(frozen[rows], trainable[rows], ref.select(rows),
-                                                   select(offsets, rows))
-            if step == 0:
-                initial = {k: v.detach() for k, v in terms.items()}
-                initial_images = generated.detach() if keep_initial_images else None
-            loss = terms["total"]
-            if early_stop:
-                unfinished = terms["identity"].detach() > self.early_stop_tolerance
-                active[rows if rows is not None else slice(None)] = unfinished
-                if not active.any():
-                    break
-                held = trainable.detach().clone()
-                held_offsets = {name: value.detach().clone() for name, value in tuned.items()}
-                loss = loss[unfinished]
-            optimizer.zero_grad(set_to_none=True)
-            with tf32_enabled(self.precision == "tf32"):
-                loss.sum().backward()  # sum, not mean: each code's gradient is its own image's
-            optimizer.step()
-            scheduler.step()
-            if early_stop:
-                with torch.no_grad():  # finished images keep their code (Adam momentum would move it)
-                    trainable[~active] = held[~active]
-                    for name, value in tuned.items():
-                        value[~active] = held_offsets[name][~active]
-            steps_taken += active.long()
-            if on_step is not None:
-                on_step(step, terms)
-        with torch.no_grad(), tf32_enabled(False):
-            ws = self.latent.compose(frozen, trainable)
-            final_images = render(self.generator, ws, offsets)
-            final = {k: v.detach() for k, v in self.loss(self.identity, self.attribute, final_images, ref).items()}
-            if initial is None:  # steps == 0
-                initial, initial_images = final, final_images
-        final_offsets = None if offsets is None else {name: value.detach() for name, value in offsets.items()}
-        return {"ws": ws.detach(), "images": final_images, "initial": initial, "final": final,
-                "initial_images": initial_images, "steps": steps_taken, "offsets": final_offsets}
-
-    def _render_and_score(self, frozen: torch.Tensor, trainable: torch.Tensor, ref: dict,
-                          offsets: Offsets | None = None):
-        """One step's forward: the W+ code rendered (at ``loss_resolution`` if set; with the images'
-        weight offsets if any) and its loss terms."""
-        resolution = {"resolution": self.loss_resolution} if self.loss_resolution else {}
-        with torch.autocast(trainable.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            generated = render(self.generator, self.latent.compose(frozen, trainable), offsets, **resolution)
-            terms = self.loss(self.identity, self.attribute, generated, ref)
-        return generated, {k: v.float() for k, v in terms.items()}
+                 targets: torch.Tensor | None = None, offsets: Offsets | None = None) -> OptimiseResult:
+        """Anonymise a batch: :func:`anon.optimise.optimise` (arguments and result documented there)."""
+        return self.method.optimise(images, w_inversion, w_neighbour, on_step, keep_initial_images, targets, offsets)
 
     def step_function(self) -> Callable:
-        """``(frozen, trainable, reference, offsets=None) -> (images, loss terms)`` for one step, with this module's
-        layout (channels_last) and compilation settings applied."""
-        if self.channels_last != self._layout_is_channels_last:
-            # Only on a change: by default each network keeps the layout it chose (MobileFaceNet runs
-            # NHWC on its own); switching the option back puts every network in NCHW.
-            layout = torch.channels_last if self.channels_last else torch.contiguous_format
-            for net in (self.generator, self.identity, self.attribute):
-                net.to(memory_format=layout)  # only 4-D weights change layout
-            self._layout_is_channels_last = self.channels_last
-        if not self.compile:
-            return self._render_and_score
-        if self._compiled_step is None:
-            self._compiled_step = torch.compile(self._render_and_score)
-        return self._compiled_step
+        """``(frozen, trainable, reference, offsets=None) -> (images, loss terms)``: :meth:`FalcoMethod.step`."""
+        return self.method.step()
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_predict_start(self) -> None:

@@ -1,12 +1,14 @@
 """Pasting an anonymised crop back into its photo: the window a face touches, the feathered blend masks
 (crop coordinates ``(a, b)`` in [-1, 1], see :mod:`anon.photos`) and the blend that leaves every pixel
-with weight 0 exactly as it was."""
+with weight 0 exactly as it was; the blur / fill of the faces that are not anonymised."""
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image, ImageFilter
 
 from anon.data.align import AlignTransform
 from anon.errors import ConfigError
+from anon.photo_records import Face
 
 
 def smoothstep(t: np.ndarray) -> np.ndarray:
@@ -62,3 +64,33 @@ def blend(out: np.ndarray, window: tuple[int, int, int, int], layer: np.ndarray,
     region = out[y0:y1, x0:x1].astype(np.float32)
     mixed = region + alpha[..., None] * (layer.astype(np.float32) - region)
     out[y0:y1, x0:x1] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+
+
+def cover_face(out: np.ndarray, face: Face, region_scale: float, region_feather: float, blur_sigma: float) -> None:
+    """A face that is not anonymised, ``blurred`` (Gaussian, sigma ``blur_sigma`` x the box side) or ``filled``
+    (the region's mean colour) in place, inside a feathered ellipse ``region_scale`` times its detection box
+    (ramp ``region_feather``); sets ``face.window`` to the region. Nothing when the region leaves the photo."""
+    height, width = out.shape[:2]
+    box = face.box
+    side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
+    half = 0.5 * region_scale * np.array([box[2] - box[0], box[3] - box[1]])
+    centre = 0.5 * np.array([box[0] + box[2], box[1] + box[3]])
+    window = window_bounds(np.array([centre[0] - half[0], centre[0] + half[0]]),
+                           np.array([centre[1] - half[1], centre[1] + half[1]]), height, width, margin=1)
+    if window is None:
+        return
+    face.window = window
+    alpha = ellipse_mask(box, window, region_scale, region_feather)
+    x0, y0, x1, y1 = window
+    if face.policy == "filled":
+        region = out[y0:y1, x0:x1].reshape(-1, 3)[alpha.reshape(-1) > 0.5]
+        colour = region.mean(axis=0) if region.size else out[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+        layer = np.broadcast_to(colour.astype(np.float32), (y1 - y0, x1 - x0, 3))
+    else:
+        sigma = blur_sigma * side
+        pad = int(np.ceil(3.0 * sigma))
+        bx0, by0 = max(x0 - pad, 0), max(y0 - pad, 0)
+        bx1, by1 = min(x1 + pad, width), min(y1 + pad, height)
+        blurred = Image.fromarray(out[by0:by1, bx0:bx1]).filter(ImageFilter.GaussianBlur(sigma))
+        layer = np.asarray(blurred)[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
+    blend(out, window, layer, alpha)

@@ -34,7 +34,6 @@ Faces are pasted largest first, so a small face inside a larger face's crop ends
 """
 from __future__ import annotations
 
-import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,16 +41,15 @@ from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image, ImageOps
 
 from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
 from anon.data.images import degenerate, merge_image, split_image
 from anon.errors import ConfigError
 from anon.face_outline import OUTLINES, face_outline, hull_mask
-from anon.nets.tuned import split_inversion
-from anon.photo_paste import blend, ellipse_mask, feather_mask, shifted_transform, window_bounds
+from anon.photo_falco import FalcoFaceAnonymizer
+from anon.photo_paste import blend, cover_face, feather_mask, shifted_transform, window_bounds
 from anon.photo_records import Face, PhotoResult
 from anon.seeding import content_key, takes_ids
 
@@ -80,112 +78,6 @@ class IdentityFaceAnonymizer:
 
     def __call__(self, crops: torch.Tensor) -> torch.Tensor:
         return crops.clone()
-
-
-def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """N x 3 x h x w -> N x 3 x size x size, bilinear with anti-aliasing (identity when already that size)."""
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
-class FalcoFaceAnonymizer:
-    """FALCO on face crops with a composed model set: invert, pick the nearest fake, optimise.
-
-    Args:
-        module: :class:`anon.module.FalcoModule` (generator, identity and attribute networks, loss,
-            latent layout, optimiser and schedule; ``module.optimise`` is the anonymisation loop).
-        inverter: ``images N x 3 x R x R [-1, 1] -> codes N x num_ws x w_dim`` (e.g.
-            :class:`anon.inversion.OptimisationInverter`).
-        pool_ids, pool_features: the fake pool (K ids, K x D pairing features of the fakes).
-        load_code: ``fake id -> its code (num_ws x w_dim)``.
-        pairing: network whose ``embed`` (else output) gives the pairing features of a crop
-            (the pipeline's ``pair`` stage uses the attribute network).
-        image_size: side the crops are resized to for inversion and optimisation (the pipeline's
-            ``dataset.image_size``); results are resized back to the crop size.
-
-    ``last`` holds per-crop facts of the latest call (fake id, pairing similarity, identity
-    similarity before / after).
-    """
-
-    def __init__(self, module, inverter, pool_ids: Sequence[str], pool_features: torch.Tensor, load_code,
-                 pairing: torch.nn.Module, image_size: int, device: torch.device | str = "cpu"):
-        if len(pool_ids) == 0 or len(pool_ids) != pool_features.shape[0]:
-            raise ConfigError("the fake pool is empty or its ids and features disagree (run the fakes stage)")
-        self.device = torch.device(device)
-        self.module = module.to(self.device)
-        self.inverter = inverter.to(self.device) if isinstance(inverter, torch.nn.Module) else inverter
-        self.pairing = pairing.to(self.device).eval()
-        self.pool_ids, self.pool_features = list(pool_ids), pool_features.float().cpu()
-        self.load_code = functools.lru_cache(maxsize=4096)(load_code)
-        self.image_size = int(image_size)
-        self.last: list[dict] = []
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig, device: torch.device | str | None = None) -> "FalcoFaceAnonymizer":
-        """Networks from the config groups (``anon.run.build_module``, ``build_inverter``); the fake pool
-        from the pipeline's ``fakes`` stage (cached in ``stages.fakes_dir``, shared with ``anon pipeline``)."""
-        from hydra.utils import instantiate
-
-        from anon.run import build_module
-        from anon.stages.common import pick_device
-        from anon.stages.fakes import load_features
-        from anon.stages.pipeline import build_inverter
-
-        device = pick_device(cfg.get("device", "auto")) if device is None else torch.device(device)
-        module = build_module(cfg)
-        inverter = build_inverter(cfg, module.generator)
-        fakes_dir = cfg.stages.fakes_dir
-        print(f"[anon] fakes   -> {fakes_dir}", flush=True)
-        instantiate(cfg.fakes)(module.generator, module.attribute, stage_dir=fakes_dir, device=device)
-        ids, features = load_features(fakes_dir)
-
-        def load_code(fake: str) -> torch.Tensor:
-            return torch.load(f"{fakes_dir}/codes/{fake}.pt", map_location="cpu", weights_only=True)
-
-        return cls(module, inverter, ids, features, load_code, module.attribute, cfg.dataset.image_size, device)
-
-    #: Nearest fakes searched per face: a fake whose code file cannot be read is passed over for the next.
-    NEIGHBOURS = 8
-
-    def _readable_neighbour(self, index: torch.Tensor, similarity: torch.Tensor) -> tuple[str, torch.Tensor, float]:
-        """``(fake id, its code, pairing similarity)`` of the nearest fake whose code file is readable."""
-        errors = []
-        for i, s in zip(index.tolist(), similarity.tolist()):
-            fake = self.pool_ids[int(i)]
-            try:
-                code = self.load_code(fake)
-                if not isinstance(code, torch.Tensor):
-                    raise ValueError(f"holds a {type(code).__name__}, not a tensor")
-                return fake, code, float(s)
-            except Exception as err:  # a corrupt file in the fake pool's cache
-                errors.append(f"{fake}: {type(err).__name__}")
-        raise ValueError(f"no readable code among the {len(errors)} nearest fakes ({', '.join(errors)}); "
-                         "delete the fake pool's folder (stages.fakes_dir) to rebuild it")
-
-    def __call__(self, crops: torch.Tensor, ids: Sequence[str] | None = None) -> torch.Tensor:
-        from anon.stages.fakes import embed
-        from anon.stages.pair import nearest_neighbours
-
-        size = crops.shape[-1]
-        x = _resize(crops.to(self.device, torch.float32), self.image_size)
-        with torch.no_grad():
-            if takes_ids(self.inverter):  # keyed random starts: the crop's content when no ids are given
-                output = self.inverter(x, ids=list(ids) if ids is not None else [content_key(c) for c in crops])
-            else:
-                output = self.inverter(x)
-            codes, offsets = split_inversion(output)
-            similarity, index = nearest_neighbours(embed(self.pairing, x).float().cpu(), self.pool_features,
-                                                   k=self.NEIGHBOURS)
-        picks = [self._readable_neighbour(index[i], similarity[i]) for i in range(index.shape[0])]
-        neighbours = torch.stack([code for _, code, _ in picks]).to(self.device, codes.dtype)
-        tuned = {} if offsets is None else {"offsets": offsets}  # a pivotal inversion's per-image weights
-        result = self.module.optimise(x, codes, neighbours, **tuned)
-        self.last = [{"fake": f, "pair_similarity": s,
-                      "identity_similarity_before": float(result["initial"]["similarity"][i]),
-                      "identity_similarity_after": float(result["final"]["similarity"][i])}
-                     for i, (f, _, s) in enumerate(picks)]
-        return _resize(result["images"].detach().float(), size).clamp(-1.0, 1.0).cpu()
 
 
 @dataclass
@@ -415,7 +307,7 @@ class Anonymizer:
                     raise RuntimeError("paste before the face was anonymised")
                 self._paste_face(out, face)
             elif face.policy in ("blurred", "filled"):
-                self._apply_policy(out, face)
+                cover_face(out, face, self.region_scale, self.region_feather, self.blur_sigma)
         return out
 
     def _paste_face(self, out: np.ndarray, face: Face) -> None:
@@ -429,32 +321,6 @@ class Anonymizer:
         else:
             alpha = feather_mask(local, y1 - y0, x1 - x0, self.mask_shape, self.feather)
         blend(out, face.window, layer, alpha)
-
-    def _apply_policy(self, out: np.ndarray, face: Face) -> None:
-        height, width = out.shape[:2]
-        box = face.box
-        side = float(max(box[2] - box[0], box[3] - box[1], 1.0))
-        half = 0.5 * self.region_scale * np.array([box[2] - box[0], box[3] - box[1]])
-        centre = 0.5 * np.array([box[0] + box[2], box[1] + box[3]])
-        window = window_bounds(np.array([centre[0] - half[0], centre[0] + half[0]]),
-                         np.array([centre[1] - half[1], centre[1] + half[1]]), height, width, margin=1)
-        if window is None:
-            return
-        face.window = window
-        alpha = ellipse_mask(box, window, self.region_scale, self.region_feather)
-        x0, y0, x1, y1 = window
-        if face.policy == "filled":
-            region = out[y0:y1, x0:x1].reshape(-1, 3)[alpha.reshape(-1) > 0.5]
-            colour = region.mean(axis=0) if region.size else out[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
-            layer = np.broadcast_to(colour.astype(np.float32), (y1 - y0, x1 - x0, 3))
-        else:
-            sigma = self.blur_sigma * side
-            pad = int(np.ceil(3.0 * sigma))
-            bx0, by0 = max(x0 - pad, 0), max(y0 - pad, 0)
-            bx1, by1 = min(x1 + pad, width), min(y1 + pad, height)
-            blurred = Image.fromarray(out[by0:by1, bx0:bx1]).filter(ImageFilter.GaussianBlur(sigma))
-            layer = np.asarray(blurred)[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]
-        blend(out, window, layer, alpha)
 
     # -- whole photos -----------------------------------------------------------------------------
     def process(self, image: np.ndarray) -> PhotoResult:

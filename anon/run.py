@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from anon.baseline_run import is_baseline, run_baseline
+from anon.compose import method_parts
 from anon.errors import AnonError, ConfigError
 from anon.folder_lock import FolderLock
 from anon.manifest import done_ids, write_atomic
@@ -25,7 +26,6 @@ from anon.module import FalcoModule
 from anon.preemption import Preempted, StopFlag, exit_code, launcher_forward, requeue_slurm_job
 from anon.summary import SUMMARY, refresh_run_summary, write_run_summary
 from anon.run_id import register_resolvers
-from anon.seeding import built_seeded
 from anon.wandb_record import build_logger, close_run, loggable_config, read_record
 
 
@@ -56,19 +56,10 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.output_root) / "runs" / cfg.run_name
 
 
-def build_network(cfg: DictConfig, group: str):
-    """The network of config group ``group``, built under a seed keyed by ``(cfg.seed, group)``: randomly
-    initialised networks (the tiny set) are the same in every stage, process and run."""
-    return built_seeded(int(cfg.get("seed", 0)), group, lambda: instantiate(cfg[group]))
-
-
 def build_module(cfg: DictConfig) -> FalcoModule:
-    """Instantiate the networks, loss and latent layout named by the config groups."""
-    return instantiate(cfg.module, generator=build_network(cfg, "generator"), identity=build_network(cfg, "identity"),
-                       attribute=build_network(cfg, "attribute"), loss=instantiate(cfg.loss),
-                       latent=instantiate(cfg.latent), optimizer=instantiate(cfg.optim),
-                       scheduler=instantiate(cfg.scheduler),
-                       output_format=OmegaConf.select(cfg, "output.format", default="png"))
+    """The LightningModule of the config: the method's pieces (:func:`anon.compose.method_parts`) and ``module.*``."""
+    output_format = OmegaConf.select(cfg, "output.format", default="png")
+    return instantiate(cfg.module, **method_parts(cfg), output_format=output_format)
 
 
 def check_run_config(cfg: DictConfig) -> None:

@@ -120,7 +120,7 @@ def main() -> int:
         result["max_identity_similarity_gap_gpu_vs_cpu"] = max(similarity_gaps)
         # Before any step both devices see the same codes: the loss and similarity agree to float rounding.
         # After 20 steps in true float32 the codes stay within 1.4e-4 of the CPU's (H200, 2026-11-30); with
-        # the TF32 convolutions PyTorch allows by default they ended 0.1 apart (see anon.module.tf32_enabled).
+        # the TF32 convolutions PyTorch allows by default they ended 0.1 apart (see anon.optimise.tf32_enabled).
         checks["gpu_start_matches_cpu"] = max(start_gaps) < 1e-4
         checks["gpu_codes_near_cpu"] = max(code_gaps) < 1e-3
         checks["gpu_final_similarity_near_cpu"] = max(similarity_gaps) < 1e-3

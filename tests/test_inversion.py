@@ -8,7 +8,7 @@ from tests.conftest import compose_config
 
 @pytest.fixture(scope="module")
 def generator():
-    from anon.run import build_network
+    from anon.compose import build_network
 
     return build_network(compose_config(), "generator").eval()
 

@@ -5,6 +5,7 @@ from typing import Callable
 import pytest
 import torch
 
+from anon.optimise import render_and_score
 from anon.run import build_module
 from tests.conftest import compose_config
 
@@ -263,7 +264,8 @@ def test_precision_32_turns_off_the_tf32_pytorch_allows_by_default(tiny_problem)
 def test_without_compile_the_step_is_the_eager_method(tiny_problem):
     module = tiny_problem[0]
     assert not module.compile
-    assert module.step_function() == module._render_and_score and module._compiled_step is None
+    step = module.step_function()
+    assert step.func is render_and_score and module.method.step_function.compiled is None
 
 
 def test_compiled_step_matches_the_eager_step(tiny_problem):
@@ -273,9 +275,11 @@ def test_compiled_step_matches_the_eager_step(tiny_problem):
         reference = module.optimise(images[:2], w_inv[:2], w_nb[:2])
         module.compile = True
         out = module.optimise(images[:2], w_inv[:2], w_nb[:2])
+        compiled = module.method.step_function.compiled
+        module.optimise(images[2:4], w_inv[2:4], w_nb[2:4])  # the next batch: the same compiled step
     finally:
         module.compile, module.steps = False, 8
-    assert module._compiled_step is not None
+    assert compiled is not None and module.method.step_function.compiled is compiled
     torch.testing.assert_close(out["initial"]["total"], reference["initial"]["total"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out["final"]["similarity"], reference["final"]["similarity"], atol=1e-3, rtol=0)
 

@@ -41,7 +41,7 @@ def test_run_writes_lossless_png_code_and_one_manifest_line_per_image(tiny_cfg, 
 def test_png_equals_generator_output_at_saved_code(tiny_cfg):
     cfg = tiny_cfg("dataset.limit=2")
     run_dir = Path(anonymize(cfg)["run_dir"])
-    from anon.run import build_network
+    from anon.compose import build_network
 
     torch.manual_seed(987)  # whatever ran before: the network is seeded by (seed, "generator")
     generator = build_network(cfg, "generator").eval()  # same random weights as the run

@@ -16,9 +16,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from anon.baseline_run import is_baseline
+from anon.compose import build_network
 from anon.errors import ConfigError
 from anon.manifest import ManifestWriter, done_ids
-from anon.run import CONFIG_DIR, anonymize, build_network, one_line_errors, resolve_run_dir
+from anon.run import CONFIG_DIR, anonymize, one_line_errors, resolve_run_dir
 from anon.seeding import built_seeded
 from anon.stages.align import read_alignment
 from anon.stages.common import is_done, pick_device, rank_and_world
