@@ -83,6 +83,12 @@ class FalcoLoss(nn.Module):
         self.weights = {name: float(spec["weight"]) for name, spec in terms.items()}
         self.terms.requires_grad_(False)
 
+    @property
+    def term_names(self) -> list[str]:
+        """The keys :meth:`forward` returns, in a fixed order (the step curve sums them across ranks by
+        position, and a rank without images must know them too)."""
+        return ["total", "identity", "attribute", *self.terms, "similarity"]
+
     def reference_input(self, originals: torch.Tensor) -> torch.Tensor:
         """Originals (in [-1, 1]) as the loss networks see them."""
         return (originals + 1) / 2 if self.official_value_ranges else originals

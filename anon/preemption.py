@@ -6,6 +6,11 @@ run exits; starting the same command again (or the requeued SLURM job) resumes f
 
 SLURM and users signal the process they started; under DDP that process may only be the launcher of
 the ranks, so a flag given ``forward`` passes each stop signal on to them.
+
+Inside ``trainer.predict`` the check is :class:`StopCallback`, placed after the output writer in the
+Trainer's callbacks: Lightning calls each ``on_predict_batch_end`` of the callbacks in list order, then
+the module's (pytorch_lightning 2.6 ``loops/prediction_loop.py``, ``_predict_step``), so the batch's
+files and records are on disk before the check can raise.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import os
 import signal
 import subprocess
 from typing import Callable
+
+import pytorch_lightning as pl
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -68,6 +75,37 @@ class StopFlag:
     def check(self) -> None:
         if self.signum is not None:
             raise Preempted(self.signum)
+
+
+class StopCallback(pl.Callback):
+    """A stop signal ends predict between batches: checked before each batch and after it (after the
+    callbacks listed before this one, i.e. the output writer, have written it). While predict runs it
+    replaces Lightning's SIGTERM handler (that one broadcasts inside the handler, which can hang ranks
+    that are not in a collective); a rank that launched the others (Lightning's subprocess launcher runs
+    rank 0 in the launching process) passes the signal on."""
+
+    def __init__(self) -> None:
+        self.flag: StopFlag | None = None
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.flag = StopFlag(forward=launcher_forward(trainer)).install()
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.flag.check()
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.flag.check()  # the finished batch is on disk; stop before loading the next one
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        if self.flag is not None:
+            self.flag.restore()
+            self.flag = None
 
 
 def requeue_slurm_job() -> bool:

@@ -23,7 +23,9 @@ from anon.errors import AnonError, ConfigError
 from anon.folder_lock import FolderLock
 from anon.manifest import done_ids, write_atomic
 from anon.module import FalcoModule
-from anon.preemption import Preempted, StopFlag, exit_code, launcher_forward, requeue_slurm_job
+from anon.output_writer import OutputWriter
+from anon.precision import effective_precision
+from anon.preemption import Preempted, StopCallback, StopFlag, exit_code, launcher_forward, requeue_slurm_job
 from anon.summary import SUMMARY, refresh_run_summary, write_run_summary
 from anon.run_id import register_resolvers
 from anon.wandb_record import build_logger, close_run, loggable_config, read_record
@@ -57,9 +59,19 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 def build_module(cfg: DictConfig) -> FalcoModule:
-    """The LightningModule of the config: the method's pieces (:func:`anon.compose.method_parts`) and ``module.*``."""
-    output_format = OmegaConf.select(cfg, "output.format", default="png")
-    return instantiate(cfg.module, **method_parts(cfg), output_format=output_format)
+    """The LightningModule of the config: the method's pieces (:func:`anon.compose.method_parts`) and ``module.*``,
+    with ``module.precision`` as ``trainer.precision`` makes it (``bf16-mixed`` -> ``bf16``, :mod:`anon.precision`)."""
+    precision = effective_precision(cfg.module.get("precision", "32"), OmegaConf.select(cfg, "trainer.precision"))
+    return instantiate(cfg.module, **method_parts(cfg), precision=precision)
+
+
+def run_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    """The Trainer's callbacks: the run folder's writer, then the stop check (the order matters: see
+    :mod:`anon.preemption`). Built here rather than in a Hydra ``callbacks`` group: the run folder is only
+    known at run time (the Hydra output folder, a sweep's subfolder or ``run_dir=``), the writer is what
+    makes a run resumable (without it nothing is written or recorded), and neither has a setting of its
+    own beyond ``output.format``; the config (and so config.yaml and the run folder hash) stays as it was."""
+    return [OutputWriter(run_dir, OmegaConf.select(cfg, "output.format", default="png")), StopCallback()]
 
 
 def check_run_config(cfg: DictConfig) -> None:
@@ -68,6 +80,9 @@ def check_run_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
             raise ConfigError(f"{key} must be a whole number >= 1, not {value!r} (fix `{key}=...`)")
+    if OmegaConf.select(cfg, "module") is not None:
+        effective_precision(OmegaConf.select(cfg, "module.precision", default="32"),
+                            OmegaConf.select(cfg, "trainer.precision"))
 
 
 def is_launched_rank() -> bool:
@@ -109,7 +124,6 @@ def _anonymize_locked(cfg: DictConfig, run_dir: Path, images: str | Path | None)
         return run_baseline(cfg, run_dir, images)
     data = instantiate(cfg.dataset, **({"images": str(images)} if images is not None else {}))
     module = build_module(cfg)
-    module.run_dir = run_dir
     data.attach(run_dir, getattr(module.generator, "num_ws", None), retry_failed=bool(cfg.get("retry_failed", False)))
     if module.loss.target == "unaligned":  # the source images, before any alignment or resizing
         data.use_targets(cfg.dataset.images)
@@ -117,7 +131,8 @@ def _anonymize_locked(cfg: DictConfig, run_dir: Path, images: str | Path | None)
     logger = build_logger(cfg, run_dir, write=not is_launched_rank())
     module.config_to_log = loggable_config(cfg)
     module.log_step_base = int((read_record(run_dir) or {}).get("next_step", 0))
-    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False, default_root_dir=str(run_dir))
+    trainer = instantiate(cfg.trainer, logger=logger if logger is not None else False, default_root_dir=str(run_dir),
+                          callbacks=run_callbacks(cfg, run_dir))
     # The launching process too: it must outlive the ranks finishing their batch, and pass a signal sent
     # to it alone (SLURM, `kill PID`) on to the ranks it started.
     stop = StopFlag(forward=launcher_forward(trainer), watch_interrupt=True).install()

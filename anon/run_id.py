@@ -121,5 +121,9 @@ def config_hash(*nodes, length: int = 8) -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_hash"):
         OmegaConf.register_new_resolver("run_hash", config_hash)
+    if not OmegaConf.has_resolver("effective_module"):  # module.precision as trainer.precision makes it
+        from anon.precision import effective_module
+
+        OmegaConf.register_new_resolver("effective_module", effective_module)
     if not OmegaConf.has_resolver("folder_key"):  # an image folder by content, listed once per config
         OmegaConf.register_new_resolver("folder_key", folder_key, use_cache=True)

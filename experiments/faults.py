@@ -92,8 +92,9 @@ def _slow_batches(seconds: float = 1.5) -> None:
     step = anon.module.FalcoModule.predict_step
 
     def slow(self, batch, batch_idx):
-        step(self, batch, batch_idx)
+        prediction = step(self, batch, batch_idx)
         time.sleep(seconds)
+        return prediction
 
     anon.module.FalcoModule.predict_step = slow
 

@@ -61,6 +61,8 @@ def test_terms_are_reported_added_to_the_total_and_names_checked():
     expected = 10.0 * terms["identity"] + 0.1 * terms["attribute"] + 3 * terms["colour"]
     torch.testing.assert_close(terms["total"], expected)
     assert (terms["colour"] > 0).all()
+    # the step curve names the terms up front (every rank, also one without images): the same keys, in order
+    assert list(terms) == module.loss.term_names == ["total", "identity", "attribute", "colour", "similarity"]
     with pytest.raises(ValueError, match="may not be named"):
         FalcoLoss(terms={"identity": {"term": LowFrequencyColour(), "weight": 1.0}})
 

@@ -48,7 +48,7 @@ def test_full_objective_by_hand():
     out = FalcoLoss(margin=0.2, lambda_id=10.0, lambda_attr=0.5)(Flatten(), torch.nn.Identity(), gen, ref)
     # sample 0: cos = 20 / (5 * 5) = 0.8 -> |0.8 - 0.2| = 0.6; tokens |[2,0]|,|[0,4]| -> 1 + 2 = 3
     # sample 1: cos = 1 -> 0.8; tokens |[0,-2]|,|[0,0]| -> 1 + 0 = 1
-    assert set(out) == {"total", "identity", "attribute", "similarity"}
+    assert list(out) == FalcoLoss().term_names == ["total", "identity", "attribute", "similarity"]
     np.testing.assert_allclose(out["similarity"].numpy(), [0.8, 1.0], atol=1e-6)
     np.testing.assert_allclose(out["identity"].numpy(), [0.6, 0.8], atol=1e-6)
     np.testing.assert_allclose(out["attribute"].numpy(), [3.0, 1.0], atol=1e-6)
