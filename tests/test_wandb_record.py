@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from anon.run import CONFIG_DIR, anonymize
-from anon.step_curve import StepCurve, merge_curves
+from anon.step_curve import StepCurve, curve_rows
 from anon.wandb_record import RECORD, flat_metrics, record_evaluation
 from tests.conftest import TINY_IMAGES
 from tests.helpers import run_anon
@@ -69,14 +69,19 @@ def test_step_curve_is_the_mean_over_every_image_of_every_rank(tiny_cfg):
 
     import torch
 
-    # Two 'ranks' with different numbers of images and an early-stopped step on one of them.
-    a, b = StepCurve(3), StepCurve(3)
+    # Two 'ranks' with different numbers of images and an early-stopped step on one of them; the ranks'
+    # tables are summed (what trainer.strategy.reduce(..., "sum") does), a rank without images adds zeros.
+    a, b = StepCurve(3, ["total"]), StepCurve(3, ["total"])
     a.add(0, {"total": torch.tensor([1.0, 3.0])})
     a.add(1, {"total": torch.tensor([5.0])})
     b.add(0, {"total": torch.tensor([8.0])})
     b.add(1, {"total": torch.tensor([2.0, 2.0])})
-    assert merge_curves([a.local(), b.local()]) == [(0, 3, {"total": 4.0}), (1, 3, {"total": 3.0})]
-    assert merge_curves([StepCurve(3).local(), a.local()]) == [(0, 2, {"total": 2.0}), (1, 1, {"total": 5.0})]
+    assert curve_rows(a.table() + b.table(), ["total"]) == [(0, 3, {"total": 4.0}), (1, 3, {"total": 3.0})]
+    empty = StepCurve(3, ["total"]).table()
+    assert empty.shape == a.table().shape and not empty.any()
+    assert curve_rows(empty + a.table(), ["total"]) == [(0, 2, {"total": 2.0}), (1, 1, {"total": 5.0})]
+    with pytest.raises(ValueError, match="differ from the curve's"):
+        a.add(2, {"total": torch.tensor([1.0]), "colour": torch.tensor([1.0])})
 
     run_dir = Path(anonymize(tiny_cfg("dataset.batch_size=4"))["run_dir"])  # batches of 4 and 2
     rows = list(csv.DictReader(next(run_dir.rglob("metrics.csv")).open()))
