@@ -41,3 +41,13 @@ def test_two_process_run_processes_each_image_once(tiny_cfg):
     assert int(float(first["step/images"])) == TINY_IMAGES
     initial = [json.loads(x)["loss_initial"]["total"] for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
     assert float(first["step/total"]) == pytest.approx(sum(initial) / len(initial), rel=1e-5)
+
+
+def test_a_rank_without_images_still_takes_part(tiny_cfg):
+    """One pending image, two ranks: rank 1 runs one empty batch (Lightning refuses an empty loader on one
+    rank only, and the step curve's sum and the merge barrier need every rank), the run completes."""
+    summary = anonymize(tiny_cfg("trainer=ddp_cpu", "dataset.limit=1", "module.steps=2"))
+    run_dir = Path(summary["run_dir"])
+    assert summary["images_done"] == 1 and [r["rank"] for r in shard_lines(run_dir)] == [0]
+    rows = list(csv.DictReader(next(run_dir.rglob("metrics.csv")).open()))
+    assert [int(float(r["step/images"])) for r in rows if r.get("step/images")] == [1, 1]

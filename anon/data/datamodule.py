@@ -13,6 +13,11 @@ from anon.errors import MissingDataError
 from anon.manifest import done_ids, finished_ids
 
 
+def empty_batch(_items: list) -> dict:
+    """A batch without images or failures (what a rank with no share of the pending images runs)."""
+    return {"failed": [], "id": [], "source": []}
+
+
 def shard(ids: list[str], rank: int, world_size: int) -> list[str]:
     """Rank ``r`` of ``W`` takes items ``r, r + W, ...`` of the sorted pending list: disjoint, complete, stable."""
     return sorted(ids)[rank::world_size]
@@ -43,6 +48,7 @@ class FolderDataModule(pl.LightningDataModule):
         self.retry_failed = False
         self.num_ws: int | None = None
         self.items: AnonymizationItems | None = None
+        self.others_have_work = False  # whether any rank has images left (set by setup)
         self.total = self.skipped = 0
         self.targets_root: Path | None = None
 
@@ -77,6 +83,7 @@ class FolderDataModule(pl.LightningDataModule):
         pending = [i for i in ids if i not in done]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         self.total, self.skipped = len(ids), len(ids) - len(pending)
+        self.others_have_work = bool(pending)
         self.items = AnonymizationItems(
             shard(pending, rank, world), images,
             CodeFolder(self.inversions_root, what="inversion folder"),
@@ -88,5 +95,10 @@ class FolderDataModule(pl.LightningDataModule):
             self.trainer.strategy.barrier("anon-manifest-read")
 
     def predict_dataloader(self) -> DataLoader:
+        if len(self.items) == 0 and self.others_have_work:
+            # Fewer pending images than ranks: Lightning refuses a rank whose loader is empty while another
+            # rank's is not, and every rank must reach the end-of-predict collectives (the step curve's
+            # sum, the barrier before the merge). This rank runs one batch of nothing.
+            return DataLoader([{}], batch_size=1, collate_fn=empty_batch)
         return DataLoader(self.items, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           collate_fn=collate_items)
