@@ -53,9 +53,9 @@ class Failed(Exception):
 
 # ----------------------------------------------------------------------------- hooks in the child
 def _kill_before_merge() -> None:
-    import anon.module
+    import anon.output_writer
 
-    anon.module.write_run_summary = lambda run_dir: os.kill(os.getpid(), signal.SIGKILL)
+    anon.output_writer.write_run_summary = lambda run_dir: os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _full_disk_on_merge() -> None:
