@@ -41,6 +41,19 @@ def test_two_process_run_processes_each_image_once(tiny_cfg):
     assert int(float(first["step/images"])) == TINY_IMAGES
     initial = [json.loads(x)["loss_initial"]["total"] for x in (run_dir / "manifest.jsonl").read_text().splitlines()]
     assert float(first["step/total"]) == pytest.approx(sum(initial) / len(initial), rel=1e-5)
+    # every step of the curve: the two ranks' sum is the curve one process logs for the same images
+    alone = Path(anonymize(tiny_cfg("dataset.batch_size=2", "run_dir=" + str(run_dir.parent / "alone")))["run_dir"])
+    assert step_curve(run_dir).keys() == step_curve(alone).keys() == set(range(4))
+    for step, terms in step_curve(alone).items():
+        assert terms.keys() == step_curve(run_dir)[step].keys() and "step/similarity" in terms
+        assert step_curve(run_dir)[step] == pytest.approx(terms, rel=1e-5)
+
+
+def step_curve(run_dir: Path) -> dict[int, dict[str, float]]:
+    """``{step: {"step/<term>": value}}`` from the run's metrics.csv."""
+    rows = csv.DictReader(next(run_dir.rglob("metrics.csv")).open())
+    return {int(float(r["step"])): {k: float(v) for k, v in r.items() if k.startswith("step/") and v}
+            for r in rows if r.get("step/images")}
 
 
 def test_a_rank_without_images_still_takes_part(tiny_cfg):
