@@ -9,7 +9,7 @@ pairing, MobileFaceNet-driven anonymisation), then ``anon evaluate`` with dlib's
 different recogniser from the one optimised against -- on the original, the inversion and the output
 (so the anonymisation's own gain is visible), prints the inversion fidelity (inversions that dlib
 matches to their own original, k/n) and the two-half verdict (privacy / utility / passed counts, from
-``report.json`` read through :class:`anon.report_schema.Report`), and writes ``grid.png`` (aligned
+``report.json`` read through :class:`anon.report.schema.Report`), and writes ``grid.png`` (aligned
 original | anonymised, captioned with the generator's resolution) beside the run's images, manifest
 and verification report.
 """
@@ -27,9 +27,9 @@ from omegaconf import open_dict
 
 from anon.data.images import load_image
 from anon.lite.packages import resolve
-from anon.report_schema import Report
-from anon.run import CONFIG_DIR, one_line_errors
-from anon.visuals import save_captioned_grid
+from anon.report.schema import Report
+from anon.runtime.run import CONFIG_DIR, one_line_errors
+from anon.report.visuals import save_captioned_grid
 
 PACKAGED_FACES = {"astronaut.png": "pkg://skimage/data/astronaut.png"}  # NASA photo, public domain
 

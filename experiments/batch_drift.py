@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from anon.run import CONFIG_DIR, build_module  # noqa: E402
+from anon.runtime.run import CONFIG_DIR, build_module  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from anon.run import CONFIG_DIR, build_module  # noqa: E402
+from anon.runtime.run import CONFIG_DIR, build_module  # noqa: E402
 
 FULL = ["generator=stylegan2_config_f", "identity=arcface_ir_se50", "identity.checkpoint=null",
         "attribute=farl_vitb16", "attribute.checkpoint=null"]

@@ -49,7 +49,7 @@ def time_variant(name: str, extra: list[str], data: Path, out: Path, n: int, fak
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
     from anon.stages.evaluate import evaluate
     from anon.stages.pipeline import run_pipeline
 

@@ -53,9 +53,9 @@ class Failed(Exception):
 
 # ----------------------------------------------------------------------------- hooks in the child
 def _kill_before_merge() -> None:
-    import anon.output_writer
+    import anon.fit.output_writer
 
-    anon.output_writer.write_run_summary = lambda run_dir: os.kill(os.getpid(), signal.SIGKILL)
+    anon.fit.output_writer.write_run_summary = lambda run_dir: os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _full_disk_on_merge() -> None:
@@ -87,23 +87,23 @@ def _full_disk_on_merge() -> None:
 
 def _slow_batches(seconds: float = 1.5) -> None:
     """Each batch takes ``seconds`` longer (results unchanged): room to interrupt a run mid-way."""
-    import anon.module
+    import anon.fit.module
 
-    step = anon.module.FalcoModule.predict_step
+    step = anon.fit.module.FalcoModule.predict_step
 
     def slow(self, batch, batch_idx):
         prediction = step(self, batch, batch_idx)
         time.sleep(seconds)
         return prediction
 
-    anon.module.FalcoModule.predict_step = slow
+    anon.fit.module.FalcoModule.predict_step = slow
 
 
 def _die_mid_line() -> None:
     """The second append writes half its first line, then the process is killed: a torn last line."""
-    import anon.manifest
+    import anon.runtime.manifest
 
-    append = anon.manifest.append_jsonl
+    append = anon.runtime.manifest.append_jsonl
     calls = []
 
     def torn(path, records):
@@ -117,7 +117,7 @@ def _die_mid_line() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         append(path, records)
 
-    anon.manifest.append_jsonl = torn
+    anon.runtime.manifest.append_jsonl = torn
 
 
 HOOKS: dict[str, Callable[[], None]] = {"kill_before_merge": _kill_before_merge, "full_disk_on_merge": _full_disk_on_merge,
@@ -127,7 +127,7 @@ HOOKS: dict[str, Callable[[], None]] = {"kill_before_merge": _kill_before_merge,
 
 def child_main(hook: str, args: list[str]) -> int:
     HOOKS[hook]()
-    from anon.cli import main
+    from anon.runtime.cli import main
 
     return main(args)
 
@@ -159,7 +159,7 @@ class Context:
 
     def command(self, args: list[str], hook: str | None = None) -> list[str]:
         if hook is None:
-            return [sys.executable, "-m", "anon.cli", *args]
+            return [sys.executable, "-m", "anon.runtime.cli", *args]
         return [sys.executable, str(Path(__file__).resolve()), "--child", hook, "--", *args]
 
     def env(self) -> dict:
@@ -246,8 +246,8 @@ def make_world(root: Path) -> Path:
     from hydra.utils import instantiate
 
     from anon.data.images import to_uint8
-    from anon.outputs import save_png
-    from anon.run import CONFIG_DIR
+    from anon.runtime.outputs import save_png
+    from anon.runtime.run import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="anonymize")
@@ -413,7 +413,7 @@ def _checkpoint(ctx: Context, kind: str) -> Path:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="anonymize")
@@ -574,8 +574,8 @@ def _inverter_alone_vs_batch(ctx: Context) -> float:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from anon.inversion import OptimisationInverter
-    from anon.run import CONFIG_DIR
+    from anon.method.inversion import OptimisationInverter
+    from anon.runtime.run import CONFIG_DIR
     from anon.seeding import built_seeded
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -597,7 +597,7 @@ def _inverter_alone_vs_batch(ctx: Context) -> float:
 def _run_name(world: Path, weights_dir: Path) -> str:
     from hydra import compose, initialize_config_dir
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="anonymize", overrides=[

@@ -29,8 +29,8 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.utils import instantiate  # noqa: E402
 
 from anon.data.images import to_uint8  # noqa: E402
-from anon.outputs import save_png  # noqa: E402
-from anon.run import CONFIG_DIR  # noqa: E402
+from anon.runtime.outputs import save_png  # noqa: E402
+from anon.runtime.run import CONFIG_DIR  # noqa: E402
 
 
 def write_world(root: Path, n: int) -> None:
@@ -57,7 +57,7 @@ def run(world: Path, run_dir: Path, trainer: str, steps: int) -> subprocess.Comp
             f"module.steps={steps}", f"run_dir={run_dir}", f"trainer={trainer}"]
     env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", "anon.cli", "anonymize", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "anon.runtime.cli", "anonymize", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -120,7 +120,7 @@ def main() -> int:
         result["max_identity_similarity_gap_gpu_vs_cpu"] = max(similarity_gaps)
         # Before any step both devices see the same codes: the loss and similarity agree to float rounding.
         # After 20 steps in true float32 the codes stay within 1.4e-4 of the CPU's (H200, 2026-11-30); with
-        # the TF32 convolutions PyTorch allows by default they ended 0.1 apart (see anon.optimise.tf32_enabled).
+        # the TF32 convolutions PyTorch allows by default they ended 0.1 apart (see anon.method.optimise.tf32_enabled).
         checks["gpu_start_matches_cpu"] = max(start_gaps) < 1e-4
         checks["gpu_codes_near_cpu"] = max(code_gaps) < 1e-3
         checks["gpu_final_similarity_near_cpu"] = max(similarity_gaps) < 1e-3

@@ -18,12 +18,12 @@ import torch
 
 from anon.data.align_policy import align_with_policy
 from anon.data.images import load_rgb, to_uint8
-from anon.inversion import OptimisationInverter
+from anon.method.inversion import OptimisationInverter
 from anon.metrics.dlib_identity import DlibIdentity
 from anon.nets.dcgan import DCGANGenerator
 from anon.nets.mtcnn import MTCNNDetector
 from anon.nets.tuned import render
-from anon.pivotal import PivotalInverter
+from anon.method.pivotal import PivotalInverter
 from anon.stages.align import best_face
 
 LFW = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lfw_sample"

@@ -26,7 +26,7 @@ from anon.data.codes import CodeFolder
 from anon.data.images import load_image, to_uint8
 from anon.metrics.dlib_identity import DlibIdentity
 from anon.nets.tuned import render
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 
 
 def inversion_fidelity(cfg, run_dir: Path) -> dict:

@@ -85,7 +85,7 @@ def run_reference(kind: str, shared_data: Path, work: Path) -> dict:
     ``{"images": {id: H x W x 3 uint8}, "codes": {name: tensor}, "record": {...}}``."""
     from hydra import compose, initialize_config_dir
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
     from anon.stages.pipeline import run_pipeline
 
     images = copy_faces(shared_data, work / "photos")
@@ -127,7 +127,7 @@ def evaluate_run(run_dir: Path, work: Path, overrides: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
     from anon.stages.evaluate import evaluate
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -148,7 +148,7 @@ def numbers(record, prefix: str = "") -> dict:
 
 
 def write(kind: str, result: dict, folder: Path) -> None:
-    from anon.outputs import save_png
+    from anon.runtime.outputs import save_png
 
     shutil.rmtree(folder, ignore_errors=True)
     for image_id, pixels in result["images"].items():

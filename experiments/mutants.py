@@ -28,13 +28,13 @@ EQUIVALENT = REPO / "experiments" / "mutants_equivalent.md"
 GOLDEN = "tests/nets/test_golden.py::"  # a network's forward is guarded by its golden test against the official code
 # module -> (file to mutate, the tests that guard it); slow tests left out (they run in `make test`)
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "losses": ("anon/losses.py", ["tests/test_losses.py", "tests/test_loss_target.py", "tests/test_attribute_terms.py",
+    "losses": ("anon/method/losses.py", ["tests/test_losses.py", "tests/test_loss_target.py", "tests/test_attribute_terms.py",
                                  "tests/test_shared_trunk.py"]),
-    "latent": ("anon/latent.py", ["tests/test_latent.py", "tests/test_latent_offsets.py"]),
-    "schedule": ("anon/schedule.py", ["tests/test_losses.py"]),
+    "latent": ("anon/method/latent.py", ["tests/test_latent.py", "tests/test_latent_offsets.py"]),
+    "schedule": ("anon/method/schedule.py", ["tests/test_losses.py"]),
     "reid": ("anon/metrics/reid.py", ["tests/metrics/test_reid.py"]),
-    # the optimisation loop (anon/optimise.py: all of it); FalcoModule and FalcoMethod only delegate to it
-    "optimise": ("anon/optimise.py", ["tests/test_optimise.py", "tests/test_module.py", "tests/test_latent_offsets.py",
+    # the optimisation loop (anon/method/optimise.py: all of it); FalcoModule and FalcoMethod only delegate to it
+    "optimise": ("anon/method/optimise.py", ["tests/test_optimise.py", "tests/test_module.py", "tests/test_latent_offsets.py",
                                       "tests/stages/test_invert_offsets.py", "tests/test_loss_target.py"]),
     "irse": ("anon/nets/irse.py", ["tests/nets/test_irse.py", "tests/nets/test_arcface.py", GOLDEN + "test_arcface_ir_se50_matches_falco"]),
     "vit": ("anon/nets/vit.py", ["tests/nets/test_vit.py", "tests/nets/test_farl.py", GOLDEN + "test_farl_tokens_and_embedding_match_falco_on_clip_vit_b16"]),

@@ -24,7 +24,7 @@ SHARED_LFW = Path(os.environ.get("ANON_SHARED_DATA") or REPO.parent / "shared" /
 
 
 def main(argv=None) -> int:
-    from anon.baselines import GaussianBlur, Pixelate
+    from anon.method.baselines import GaussianBlur, Pixelate
     from anon.data.images import load_rgb
     from anon.metrics.dlib_identity import DlibIdentity
 

@@ -8,7 +8,7 @@ expression) and the trade-off drawn (matplotlib) and tabulated (Markdown).
 ``out``: default ``outputs/sweep_demo``. Extra ``key=value`` Hydra overrides go to every point (e.g.
 ``inverter=pivotal``). The same command resumes: the stage caches and run folders are content-keyed.
 Writes ``OUT/sweep_demo.md``, ``OUT/sweep_demo.png`` and ``OUT/sweep_demo.json`` (rows read from each
-run's ``report.json`` through :class:`anon.report_schema.Report`).
+run's ``report.json`` through :class:`anon.report.schema.Report`).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
 
 def run_sweep(data: Path, limit: int, out: Path, overrides: list[str]) -> None:
     """The Hydra multirun (basic launcher: the 4 points one after another, caches shared)."""
-    command = [sys.executable, "-m", "anon.cli", "pipeline", "--multirun", "experiment=lite_sweep_demo",
+    command = [sys.executable, "-m", "anon.runtime.cli", "pipeline", "--multirun", "experiment=lite_sweep_demo",
                f"dataset.images={data.resolve()}", f"dataset.limit={limit}", f"output_root={out}",
                f"hydra.sweep.dir={out}/sweep", *overrides]
     print("[sweep-demo]", " ".join(command[1:]), flush=True)
@@ -56,7 +56,7 @@ def sweep_runs(data: Path, limit: int, out: Path, overrides: list[str]) -> list[
 
     from hydra import compose, initialize_config_dir
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
 
     base = ["experiment=lite_sweep_demo", f"dataset.images={data.resolve()}", f"dataset.limit={limit}",
             f"output_root={out}", *overrides]
@@ -70,7 +70,7 @@ def sweep_runs(data: Path, limit: int, out: Path, overrides: list[str]) -> list[
 def evaluate_run(run_dir: Path, out: Path) -> None:
     from hydra import compose, initialize_config_dir
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
     from anon.stages.evaluate import evaluate
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -81,7 +81,7 @@ def evaluate_run(run_dir: Path, out: Path) -> None:
 
 def row(run_dir: Path, evaluator_name: str = EVALUATOR) -> dict:
     """One point: its weights (``config.yaml``) and measurements (``report.json``, schema-checked)."""
-    from anon.report_schema import Report
+    from anon.report.schema import Report
 
     path = run_dir / "report.json"
     report = json.loads(path.read_text())

@@ -2,7 +2,7 @@
 
 Every run carries ``table`` and ``cell`` in its ``config.yaml`` (set by the ``experiment/`` configs:
 ``celebahq_main``, ``celebahq_margin``, ``lfw_main``, ``lite``); every evaluated run has a
-``report.json`` (``anon evaluate run_dir=...``, schema :mod:`anon.report_schema`). Rows are cells,
+``report.json`` (``anon evaluate run_dir=...``, schema :mod:`anon.report.schema`). Rows are cells,
 columns the metrics: per evaluator the three attacks (own original, another photo of the same
 person, closed-set identification), each on the inversions, on the outputs and their difference (the
 anonymisation's gain); face detection rate, head-pose error, expression and attribute agreement,
@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from anon.report_schema import Report  # noqa: E402
+from anon.report.schema import Report  # noqa: E402
 
 NA = "n/a"
 WHY = "_why"  # row key: {column: reason} for every column whose value is None
@@ -35,7 +35,7 @@ WHY = "_why"  # row key: {column: reason} for every column whose value is None
 def collect(roots: list[Path]) -> dict[str, list[dict]]:
     """``{table: [row, ...]}`` from every ``report.json`` under ``roots`` whose config names a table.
 
-    Each report is read through :class:`anon.report_schema.Report`: a report of another schema, or with
+    Each report is read through :class:`anon.report.schema.Report`: a report of another schema, or with
     a field missing, stops the table with a one-line error instead of leaving its column blank.
     """
     tables: dict[str, list[dict]] = {}

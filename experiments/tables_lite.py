@@ -98,14 +98,14 @@ def compose(config: str, overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return hydra_compose(config, overrides=overrides)
 
 
 def run_dir_of(cfg) -> Path:
-    from anon.run import resolve_run_dir
+    from anon.runtime.run import resolve_run_dir
 
     return resolve_run_dir(cfg)
 
@@ -113,7 +113,7 @@ def run_dir_of(cfg) -> Path:
 def needs_evaluation(run_dir: Path, fid: bool = False) -> bool:
     """No ``report.json``, one whose ``verification.jsonl`` does not cover exactly the run's finished
     images, one made with other evaluators, or one without FID when FID is wanted."""
-    from anon.manifest import current_records
+    from anon.runtime.manifest import current_records
 
     report, lines = run_dir / "report.json", run_dir / "verification.jsonl"
     if not report.is_file() or not lines.is_file():
@@ -149,7 +149,7 @@ def run_and_evaluate(row: Row, out: Path, fid: bool = False) -> Path:
 
 
 def main(argv=None) -> int:
-    from anon.run import one_line_errors
+    from anon.runtime.run import one_line_errors
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8, help="first N images of each dataset (sorted ids)")

@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from anon.data.images import to_uint8
-from anon.outputs import save_png
-from anon.run import CONFIG_DIR
+from anon.runtime.outputs import save_png
+from anon.runtime.run import CONFIG_DIR
 from tests.helpers import torch_threads
 from tests.requires import unavailable
 

@@ -20,7 +20,7 @@ E = TypeVar("E", bound=BaseException)
 
 
 def anon_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "anon.cli", *args]
+    return [sys.executable, "-m", "anon.runtime.cli", *args]
 
 
 def env() -> dict:

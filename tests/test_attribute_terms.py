@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from anon.attribute_terms import LowFrequencyColour
-from anon.losses import FalcoLoss, Reference
+from anon.method.attribute_terms import LowFrequencyColour
+from anon.method.losses import FalcoLoss, Reference
 from anon.lite.packages import has_package
-from anon.run import build_module
+from anon.runtime.run import build_module
 from tests.conftest import compose_config
 from tests.requires import requires, unavailable
 
@@ -30,7 +30,7 @@ def test_colour_term_is_zero_on_the_original_and_grows_with_a_colour_shift():
 
 
 def test_landmark_term_is_zero_on_the_original_differentiable_and_checks_its_distance():
-    from anon.attribute_terms import LandmarkTerm
+    from anon.method.attribute_terms import LandmarkTerm
     from anon.nets.mtcnn import ONet
 
     torch.manual_seed(0)
@@ -92,7 +92,7 @@ def anonymise(face: torch.Tensor, term: str, weight: float) -> tuple[torch.Tenso
 
 
 def _anonymise(face: torch.Tensor, term: str, weight: float) -> tuple[torch.Tensor, object]:
-    from anon.inversion import OptimisationInverter
+    from anon.method.inversion import OptimisationInverter
 
     module = build_module(compose_config(*UNUSED, "generator=dcgan_face64", "identity=mobilefacenet",
                                          "attribute=mobilefacenet_tokens", "latent=whole",

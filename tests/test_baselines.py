@@ -10,8 +10,8 @@ import pytest
 from hydra.utils import instantiate
 from PIL import Image
 
-from anon.baselines import FilledBox, GaussianBlur, Pixelate
-from anon.run import anonymize
+from anon.method.baselines import FilledBox, GaussianBlur, Pixelate
+from anon.runtime.run import anonymize
 from tests.conftest import TINY_IMAGES, compose_config
 
 
@@ -126,7 +126,7 @@ def test_falco_is_the_default_method(tiny_world, tmp_path):
 def test_pipeline_with_a_baseline_skips_fakes_inversion_and_pairing(tiny_world, tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
     from anon.stages.pipeline import run_pipeline
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -142,7 +142,7 @@ def test_pipeline_stage_a_baseline_does_not_need_is_a_one_line_error(tiny_world,
     from hydra import compose, initialize_config_dir
 
     from anon.errors import ConfigError
-    from anon.run import CONFIG_DIR
+    from anon.runtime.run import CONFIG_DIR
     from anon.stages.pipeline import run_pipeline
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from anon.run import build_module
+from anon.runtime.run import build_module
 from tests.conftest import compose_config
 
 PAPER_NETWORKS = ["generator=stylegan2_config_f", "generator.resolution=256", "identity=arcface_ir_se50",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from anon.demo import result_lines
-from anon.report_schema import ReportSchemaError
+from anon.report.schema import ReportSchemaError
 from tests.stages.test_evaluate import evaluated  # noqa: F401 (fixture)
 
 

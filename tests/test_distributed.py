@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from anon.data.datamodule import shard
-from anon.run import anonymize
+from anon.runtime.run import anonymize
 from tests.conftest import TINY_IMAGES
 from tests.helpers import shard_lines
 

@@ -1,4 +1,4 @@
-"""anon/face_outline.py and the photos' hull paste-back: the generated face goes inside the face's outline only.
+"""anon/photos/face_outline.py and the photos' hull paste-back: the generated face goes inside the face's outline only.
 
 Expected masks and regions are written here from the geometry (an axis-aligned rectangle's distances, an
 ellipse's equation), not taken from the code under test.
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from anon.face_outline import box_ellipse, convex_hull, hull_mask
+from anon.photos.face_outline import box_ellipse, convex_hull, hull_mask
 from tests.requires import unavailable
 from tests.test_photos import Constant, lfw, needs_mtcnn, stub_anonymizer
 

@@ -1,14 +1,14 @@
-"""anon/inversion.py: an image's random starts are keyed by (seed, image id), never by its place in a batch."""
+"""anon/method/inversion.py: an image's random starts are keyed by (seed, image id), never by its place in a batch."""
 import pytest
 import torch
 
-from anon.inversion import OptimisationInverter
+from anon.method.inversion import OptimisationInverter
 from tests.conftest import compose_config
 
 
 @pytest.fixture(scope="module")
 def generator():
-    from anon.compose import build_network
+    from anon.runtime.compose import build_network
 
     return build_network(compose_config(), "generator").eval()
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from anon.errors import ConfigError
-from anon.latent import LatentLayout
+from anon.method.latent import LatentLayout
 
 
 def test_compose_takes_middle_rows_from_neighbour_and_the_rest_from_inversion():

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from anon.errors import ConfigError
-from anon.latent import LatentLayout
+from anon.method.latent import LatentLayout
 from anon.nets.dcgan import DCGANGenerator
-from anon.run import build_module
+from anon.runtime.run import build_module
 from tests.conftest import compose_config
 
 FINE = ("main.9.weight", "main.10.weight", "main.10.bias", "main.12.weight")  # what conf/inverter/pivotal.yaml tunes

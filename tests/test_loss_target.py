@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from anon.data.images import list_images, load_image
-from anon.losses import FalcoLoss
-from anon.run import anonymize
+from anon.method.losses import FalcoLoss
+from anon.runtime.run import anonymize
 
 
 def record_reference_inputs(monkeypatch) -> list:

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from anon.losses import FalcoLoss, Reference, token_l1_loss
-from anon.schedule import fractional_multistep
+from anon.method.losses import FalcoLoss, Reference, token_l1_loss
+from anon.method.schedule import fractional_multistep
 
 
 def test_identity_term_matches_hand_computation():

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 import anon.atomic_write
-from anon.folder_lock import LOCK_NAME, FolderInUseError, FolderLock
-from anon.manifest import ManifestWriter, current_records, merged_is_stale, write_atomic
-from anon.photos_cli import _append, recorded_sources
+from anon.runtime.folder_lock import LOCK_NAME, FolderInUseError, FolderLock
+from anon.runtime.manifest import ManifestWriter, current_records, merged_is_stale, write_atomic
+from anon.photos.cli import _append, recorded_sources
 from tests.helpers import REPO, env
 
 
@@ -79,7 +79,7 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monk
 
 
 def _hold_lock(folder):
-    code = ("import sys, time; from anon.folder_lock import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
+    code = ("import sys, time; from anon.runtime.folder_lock import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
             "print('held', flush=True); time.sleep(120)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=REPO, env=env(), stdout=subprocess.PIPE,
                             text=True)
@@ -105,7 +105,7 @@ def test_photos_refuses_an_output_folder_in_use(tmp_path):
     (tmp_path / "in").mkdir()
     holder = _hold_lock(tmp_path / "out")
     try:
-        run = subprocess.run([sys.executable, "-m", "anon.photos_cli", f"input={tmp_path / 'in'}",
+        run = subprocess.run([sys.executable, "-m", "anon.photos.cli", f"input={tmp_path / 'in'}",
                               f"output={tmp_path / 'out'}"], cwd=REPO, env=env(), capture_output=True, text=True,
                              timeout=120)
     finally:

@@ -5,8 +5,8 @@ from typing import Callable
 import pytest
 import torch
 
-from anon.optimise import render_and_score
-from anon.run import build_module
+from anon.method.optimise import render_and_score
+from anon.runtime.run import build_module
 from tests.conftest import compose_config
 
 

@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from anon.compose import build_method
-from anon.falco_method import FalcoMethod
-from anon.module import FalcoModule
-from anon.optimise import FrozenNetworks, OptimiseOptions, adam, optimise
-from anon.schedule import fractional_multistep
-from anon.photo_falco import FalcoFaceAnonymizer
-from anon.run import anonymize
+from anon.runtime.compose import build_method
+from anon.method.falco import FalcoMethod
+from anon.fit.module import FalcoModule
+from anon.method.optimise import FrozenNetworks, OptimiseOptions, adam, optimise
+from anon.method.schedule import fractional_multistep
+from anon.photos.falco_faces import FalcoFaceAnonymizer
+from anon.runtime.run import anonymize
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_method_core_and_photo_anonymiser_import_no_lightning():
-    code = ("import sys, anon.optimise, anon.falco_method, anon.photo_falco; "
+    code = ("import sys, anon.method.optimise, anon.method.falco, anon.photos.falco_faces; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})

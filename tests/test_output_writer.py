@@ -9,8 +9,8 @@ import torch
 from hydra.utils import instantiate
 
 from anon.errors import ConfigError
-from anon.module import FalcoModule
-from anon.run import anonymize, build_module
+from anon.fit.module import FalcoModule
+from anon.runtime.run import anonymize, build_module
 from tests.conftest import compose_config, tiny_overrides
 from tests.helpers import shard_lines
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anon.outputs import image_path, save_output
+from anon.runtime.outputs import image_path, save_output
 
 
 def smooth_image(low=-0.6, high=0.3, size=32):
@@ -48,7 +48,7 @@ def test_falco_run_writes_the_official_jpeg_when_asked(tiny_cfg):
     import json
     from pathlib import Path
 
-    from anon.run import anonymize
+    from anon.runtime.run import anonymize
 
     run_dir = Path(anonymize(tiny_cfg("output.format=official_jpeg", "dataset.limit=2", "module.steps=1"))["run_dir"])
     recs = [json.loads(l) for l in (run_dir / "manifest.jsonl").read_text().splitlines()]

@@ -1,4 +1,4 @@
-"""anon/photos.py and anon/photos_cli.py: whole photos in, whole photos out.
+"""anon/photos/anonymizer.py and anon/photos/cli.py: whole photos in, whole photos out.
 
 Geometry and policies use a stub detector (known landmarks) on synthetic images; the real-data tests run
 MTCNN (weights inside the installed facenet-pytorch) on LFW photos from ``../shared/data``. Torch runs on
@@ -22,9 +22,9 @@ from PIL import Image, ImageOps
 
 from anon.data.align import AlignTransform
 from anon.errors import MissingDataError
-from anon.photo_paste import feather_mask, shifted_transform
+from anon.photos.paste import feather_mask, shifted_transform
 from anon.photos import Anonymizer, FaceAnonymizer, IdentityFaceAnonymizer
-from anon.photos_cli import anonymize_folder, read_photo, strip_jpeg_metadata
+from anon.photos.cli import anonymize_folder, read_photo, strip_jpeg_metadata
 from tests.requires import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -421,7 +421,7 @@ def test_large_photo_stays_within_memory_and_never_goes_whole_to_torch(shared_da
 import json, resource, numpy as np, torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from anon.photos import Anonymizer
-from anon.photos_cli import anonymize_folder
+from anon.photos.cli import anonymize_folder
 torch.set_num_threads(1)
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 anonymizer = Anonymizer.from_config(["photos.face_anonymizer=identity"])
@@ -457,7 +457,7 @@ def test_cli_writes_photos_manifest_and_config_only(shared_data, tmp_path):
     (tmp_path / "in").mkdir()
     for name in ONE_FACE[:2]:
         (tmp_path / "in" / Path(name).name).write_bytes((shared_data / "lfw_sample" / name).read_bytes())
-    run = subprocess.run([sys.executable, "-m", "anon.photos_cli", f"input={tmp_path / 'in'}",
+    run = subprocess.run([sys.executable, "-m", "anon.photos.cli", f"input={tmp_path / 'in'}",
                           f"output={tmp_path / 'out'}", "photos.face_anonymizer=identity", "threads=1"],
                          cwd=REPO, capture_output=True, text=True, timeout=120,
                          env={**os.environ, "HYDRA_FULL_ERROR": "1"})
@@ -566,7 +566,7 @@ def test_photos_run_killed_midway_and_resumed_matches_the_uninterrupted_run(shar
               "inverter.steps=10", "inverter.starts=2", "module.steps=4", "threads=1"]
 
     def command(out: Path, batch: int) -> list[str]:
-        return [sys.executable, "-m", "anon.photos_cli", f"output={out}", f"photos.batch_size={batch}", *common]
+        return [sys.executable, "-m", "anon.photos.cli", f"output={out}", f"photos.batch_size={batch}", *common]
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     whole = subprocess.run(command(tmp_path / "whole", 4), cwd=REPO, env=env, capture_output=True, text=True,

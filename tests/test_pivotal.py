@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from anon.inversion import OptimisationInverter
+from anon.method.inversion import OptimisationInverter
 from anon.lite.packages import has_package
 from anon.nets.dcgan import DCGANGenerator
 from anon.nets.tuned import render
-from anon.pivotal import PivotalInverter
+from anon.method.pivotal import PivotalInverter
 from tests.requires import requires
 
 LITE = ("gan_face_generate", "dlib", "face_recognition_models", "facenet_pytorch")

@@ -1,4 +1,4 @@
-"""anon/plots.py: the figures decode, and the numbers they draw are the ones given (not the pixels)."""
+"""anon/report/plots.py: the figures decode, and the numbers they draw are the ones given (not the pixels)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 from PIL import Image
 
-from anon.plots import histogram_png, scatter_png
+from anon.report.plots import histogram_png, scatter_png
 
 
 def test_histogram_counts_shared_bins_and_leaves_out_missing_values(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from anon.errors import MissingDataError
-from anon.run import anonymize
+from anon.runtime.run import anonymize
 from tests.conftest import TINY_IMAGES
 
 
@@ -41,7 +41,7 @@ def test_run_writes_lossless_png_code_and_one_manifest_line_per_image(tiny_cfg, 
 def test_png_equals_generator_output_at_saved_code(tiny_cfg):
     cfg = tiny_cfg("dataset.limit=2")
     run_dir = Path(anonymize(cfg)["run_dir"])
-    from anon.compose import build_network
+    from anon.runtime.compose import build_network
 
     torch.manual_seed(987)  # whatever ran before: the network is seeded by (seed, "generator")
     generator = build_network(cfg, "generator").eval()  # same random weights as the run
@@ -148,7 +148,7 @@ def test_compiled_run_through_the_trainer_matches_the_eager_run(tiny_cfg, tmp_pa
 def test_retry_failed_reruns_exactly_the_failed_ids_and_keeps_the_history(tiny_cfg, tiny_world, tmp_path):
     import shutil
 
-    from anon.manifest import read_records
+    from anon.runtime.manifest import read_records
 
     world = tmp_path / "world"
     shutil.copytree(tiny_world, world)

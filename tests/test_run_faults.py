@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import anon.summary
+import anon.runtime.summary
 from anon.errors import ConfigError
-from anon.run import anonymize
+from anon.runtime.run import anonymize
 from anon.stages.evaluate import done_records
 from tests.conftest import TINY_IMAGES, tiny_overrides
 from tests.helpers import REPO, anon_command, env, run_anon, shard_lines, wait_for_records
@@ -53,7 +53,7 @@ def test_full_disk_during_the_merge_is_repaired_by_the_rerun(tiny_cfg, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with monkeypatch.context() as patch:
-        patch.setattr(anon.summary, "merge", full_disk)
+        patch.setattr(anon.runtime.summary, "merge", full_disk)
         with pytest.raises(OSError, match="No space"):
             anonymize(cfg)
     run_dir = Path(cfg.run_dir)

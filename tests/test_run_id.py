@@ -1,11 +1,11 @@
-"""anon/run_id.py: run and stage folder names depend on what the data and weights are, not where they lie."""
+"""anon/runtime/run_id.py: run and stage folder names depend on what the data and weights are, not where they lie."""
 import shutil
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 
 
 def names(images: Path, weights: Path, *extra: str) -> tuple[str, ...]:
@@ -40,7 +40,7 @@ def test_same_data_and_weights_at_other_paths_give_the_same_folders(tiny_world, 
 
 
 def test_a_resized_image_changes_the_folder_key(tmp_path):
-    from anon.run_id import folder_key
+    from anon.runtime.run_id import folder_key
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     before = folder_key(str(tmp_path))

@@ -4,10 +4,10 @@ import copy
 import pytest
 import torch
 
-import anon.losses
+import anon.method.losses
 from anon.nets.mobilefacenet import MobileFaceNetIdentity, MobileFaceNetTokens
 from anon.nets.views import ViewAveragedIdentity
-from anon.shared_trunk import shares_trunk
+from anon.method.shared_trunk import shares_trunk
 from tests.test_module import make_problem, trajectory, watching
 
 
@@ -34,7 +34,7 @@ def test_shared_trunk_run_is_bitwise_the_two_network_run(lite_losses, monkeypatc
     module = lite_losses[0]
     assert shares_trunk(module.identity, module.attribute)
     shared, shared_codes, shared_calls = run(*lite_losses)
-    monkeypatch.setattr(anon.losses, "shares_trunk", lambda identity, attribute: False)
+    monkeypatch.setattr(anon.method.losses, "shares_trunk", lambda identity, attribute: False)
     separate, separate_codes, separate_calls = run(*lite_losses)
     assert shared_calls == separate_calls - module.steps - 1  # one trunk forward less per step and at the end
     assert len(shared_codes) == len(separate_codes) == module.steps

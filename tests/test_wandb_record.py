@@ -6,9 +6,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from anon.run import CONFIG_DIR, anonymize
-from anon.step_curve import StepCurve, curve_rows
-from anon.wandb_record import RECORD, flat_metrics, record_evaluation
+from anon.runtime.run import CONFIG_DIR, anonymize
+from anon.fit.step_curve import StepCurve, curve_rows
+from anon.runtime.wandb_record import RECORD, flat_metrics, record_evaluation
 from tests.conftest import TINY_IMAGES
 from tests.helpers import run_anon
 from tests.wandb_reader import read_runs

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from anon.download import ChecksumError, DownloadError
+from anon.runtime.download import ChecksumError, DownloadError
 from anon.errors import AnonError, MissingCheckpointError
-from anon.weights import REGISTRY, Checkpoint, resolve, weights_dir
-from anon.weights_download import download, download_main
+from anon.runtime.weights import REGISTRY, Checkpoint, resolve, weights_dir
+from anon.runtime.weights_download import download, download_main
 
 
 # ----------------------------------------------------------------------------- test server

@@ -10,7 +10,7 @@ from anon.data.codes import CodeFolder
 from anon.data.dataset import AnonymizationItems, collate_items
 from anon.data.images import list_images
 from anon.errors import MissingDataError
-from anon.manifest import done_ids, finished_ids
+from anon.runtime.manifest import done_ids, finished_ids
 
 
 def empty_batch(_items: list) -> dict:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from anon.download import CHUNK, ChecksumError, DownloadError, extract_members, sha256_file
+from anon.runtime.download import CHUNK, ChecksumError, DownloadError, extract_members, sha256_file
 from anon.errors import AnonError
 
 __all__ = ["NpmFile", "LITE", "lite_dir", "npm_pack", "verify_integrity", "fetch", "main"]

@@ -3,7 +3,7 @@
 
 Each reads its items' images, writes its per-image entries into the verification line and its raw
 measurements into the item's result, and summarises all items into its report field
-(:mod:`anon.report_schema`). A metric whose network is not configured builds to None.
+(:mod:`anon.report.schema`). A metric whose network is not configured builds to None.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from anon.metrics.expression import ExpressionAgreement, total_variation
 from anon.metrics.fid import fid_features, frechet_distance
 from anon.metrics.registry import EvaluationMetric, StageInputs, register_metric
 from anon.metrics.reidentification import LOCAL, vector
-from anon.report_schema import Attributes, Detection, Expression, Pose
+from anon.report.schema import Attributes, Detection, Expression, Pose
 
 
 def _rounded(values) -> list[float]:

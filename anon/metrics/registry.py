@@ -4,7 +4,7 @@ In the manner of stylegan3's ``metric_main``: a metric registers itself with :fu
 under its ``name``; ``anon evaluate metrics=[reidentification,pose]`` runs the named ones
 (:func:`select_metrics` checks the names: an unknown one is a one-line error listing the choices).
 Every metric states what it ``needs`` from each item (:data:`NEEDS`) and which field of the report
-(:class:`anon.report_schema.Report`) its result record fills.
+(:class:`anon.report.schema.Report`) its result record fills.
 
 A metric has two halves, so that one item's result is the same alone, in any batch and on any rank:
 
@@ -54,7 +54,7 @@ class EvaluationMetric:
 
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]]
-    report_field: ClassVar[str]            # the field of anon.report_schema.Report it fills
+    report_field: ClassVar[str]            # the field of anon.report.schema.Report it fills
     description: ClassVar[str] = ""
 
     @classmethod
@@ -79,7 +79,7 @@ METRICS: dict[str, type[EvaluationMetric]] = {}
 
 def register_metric(cls: type[EvaluationMetric]) -> type[EvaluationMetric]:
     """Class decorator: ``METRICS[cls.name] = cls`` (a second class of one name is an error)."""
-    from anon.report_schema import Report
+    from anon.report.schema import Report
 
     if cls.report_field not in {f.name for f in dataclasses.fields(Report)}:
         raise ValueError(f"metric {cls.name!r} fills report field {cls.report_field!r}: not a field of Report")

@@ -1,7 +1,7 @@
 """Registered metric ``reidentification``: under every identity evaluator, the original against the
 anonymised output and against the inversion, then the three attacks of :mod:`anon.metrics.attacks`.
 
-Report field ``evaluators`` (``{name: anon.report_schema.EvaluatorReport}``); per image, the line's
+Report field ``evaluators`` (``{name: anon.report.schema.EvaluatorReport}``); per image, the line's
 ``evaluators.<name>`` (score, re-identified, pass, and after the merge each attack's outcome).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from anon.metrics import attacks
 from anon.metrics.registry import EvaluationMetric, StageInputs, register_metric
 from anon.metrics.reid import ReIdentificationRate, has_face, pair_scores, same_person, stack_embeddings
-from anon.report_schema import Attack, EvaluatorReport, Rate
+from anon.report.schema import Attack, EvaluatorReport, Rate
 
 ATTACKS = {  # kind -> what it is, shown in the report
     "own_original": "verification of each image against its own original",

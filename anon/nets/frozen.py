@@ -24,7 +24,7 @@ class FrozenNetwork(nn.Module):
     says which keys do not fit).
     """
 
-    #: Name of the official weights: an ``anon download`` entry (:data:`anon.weights.REGISTRY`) or a lite
+    #: Name of the official weights: an ``anon download`` entry (:data:`anon.runtime.weights.REGISTRY`) or a lite
     #: npm file (:data:`anon.lite.npm.LITE`); ``None`` when they ship inside an installed package.
     weights: ClassVar[str | None] = None
     #: Whether the network is frozen (set by :meth:`freeze`; frozen until then).

@@ -1,6 +1,6 @@
 """Rendering with per-image weight offsets: B codes and B weight sets in one batched call.
 
-A pivotal-tuning inversion (:mod:`anon.pivotal`) keeps, per image, offsets for some of the
+A pivotal-tuning inversion (:mod:`anon.method.pivotal`) keeps, per image, offsets for some of the
 generator's parameters (``{name: N x *shape}``). :func:`render` adds image ``i``'s offsets to the
 shared weights and renders its code with them, through ``torch.func.functional_call`` under
 ``vmap``: no Python loop over images, and each image only ever sees its own weights.

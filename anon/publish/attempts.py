@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from anon.errors import ConfigError
-from anon.manifest import current_records, write_atomic
+from anon.runtime.manifest import current_records, write_atomic
 from anon.publish.ladder import Rung, apply_setting
 
 VERIFICATION = "verification.jsonl"
@@ -72,7 +72,7 @@ def reoptimise(run_cfg: DictConfig, rung: Rung | None, scale: dict | None, sourc
                folder: Path) -> dict[str, dict]:
     """Anonymise ``sources`` again into the run folder ``folder`` with ``rung`` and ``scale`` applied to the
     run's config; resumes what ``folder`` already holds. Returns ``{id: latest record}`` there."""
-    from anon.run import anonymize
+    from anon.runtime.run import anonymize
 
     cfg = apply_setting(run_cfg, rung, scale)
     with open_dict(cfg):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from anon.manifest import append_jsonl, _parse_lines
+from anon.runtime.manifest import append_jsonl, _parse_lines
 from anon.publish import ladder as L
 from anon.publish.attempts import attempt_record, image_of, write_view
 

@@ -13,9 +13,9 @@ import numpy as np
 from PIL import Image
 
 from anon.atomic_write import write_atomically
-from anon.baselines import FilledBox, GaussianBlur
+from anon.method.baselines import FilledBox, GaussianBlur
 from anon.errors import ConfigError
-from anon.outputs import save_png
+from anon.runtime.outputs import save_png
 
 FALLBACKS = ("withhold", "mask", "blur")
 

@@ -20,8 +20,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from anon.errors import ConfigError, MissingDataError
-from anon.folder_lock import FolderLock
-from anon.manifest import append_jsonl, write_atomic
+from anon.runtime.folder_lock import FolderLock
+from anon.runtime.manifest import append_jsonl, write_atomic
+from anon.runtime.moved_modules import current_targets
 from anon.publish import attempts as A
 from anon.publish import ladder as L
 from anon.publish.loop import ATTEMPTS, Settings, read_history, run_loop
@@ -46,7 +47,7 @@ def settings_from(cfg: DictConfig) -> Settings:
 def work_folder(cfg: DictConfig) -> Path:
     """``publish.work_dir``, else ``RUN/publish/<hash>``: one work folder per deciding setup (ladder, retry,
     deciding evaluators, thresholds, verdict); a different report set reuses it."""
-    from anon.run_id import config_hash
+    from anon.runtime.run_id import config_hash
 
     if cfg.publish.get("work_dir"):
         return Path(cfg.publish.work_dir)
@@ -163,7 +164,7 @@ def run_publish(cfg: DictConfig, optimise=None, verify_decide=None, verify_repor
         raise MissingDataError(run_dir / "manifest.jsonl", "run manifest", "anonymise first, or fix `run_dir`")
     settings = settings_from(cfg)
     work = work_folder(cfg)
-    run_cfg = OmegaConf.load(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else None
+    run_cfg = current_targets(OmegaConf.load(run_dir / "config.yaml")) if (run_dir / "config.yaml").is_file() else None
     if optimise is None:
         if run_cfg is None:
             raise MissingDataError(run_dir / "config.yaml", "run config", "re-optimisation rebuilds the run from it")
@@ -216,7 +217,7 @@ def publish_entry() -> None:
     """``anon publish run_dir=... out=...`` (Hydra reads ``sys.argv``)."""
     import hydra
 
-    from anon.run import one_line_errors
+    from anon.runtime.run import one_line_errors
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="publish_run")
     def main(cfg: DictConfig) -> None:

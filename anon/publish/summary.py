@@ -10,7 +10,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from anon.manifest import write_atomic
+from anon.runtime.manifest import write_atomic
 
 
 def _worse(measure: str, a, b):

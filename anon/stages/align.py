@@ -14,8 +14,8 @@ from pathlib import Path
 from anon.data.align_policy import AlignmentPolicy, align_with_policy
 from anon.data.images import degenerate, load_rgb
 from anon.errors import ConfigError
-from anon.manifest import ManifestWriter, latest_by_id
-from anon.outputs import save_png
+from anon.runtime.manifest import ManifestWriter, latest_by_id
+from anon.runtime.outputs import save_png
 
 
 def read_alignment(stage_dir: str | Path) -> dict[str, dict]:

@@ -11,7 +11,7 @@ own gain. Then face detection, head pose (dlib's 68 landmarks, :mod:`anon.metric
 ``metrics=[...]`` selects them (default: all). Writes:
 
 * ``verification.jsonl``: one line per image with all of the above;
-* ``report.json`` (schema :mod:`anon.report_schema`) / ``report.md``;
+* ``report.json`` (schema :mod:`anon.report.schema`) / ``report.md``;
 * ``failed_ids.txt``: ids that did not pass; ``plots/*.png``: similarity histograms.
 
 The evaluation runs through the Trainer (``trainer=`` of ``conf/trainer/``): the run's triples
@@ -40,7 +40,7 @@ from anon.stages.evaluate_inputs import (EvaluationTriples, done_records, folder
 from anon.stages.evaluate_items import FIVE_POINT, Measures, PosePair, landmark_pose  # noqa: F401
 from anon.stages.evaluate_merge import FAILED_IDS, REPORT_JSON, REPORT_MD, VERIFICATION  # noqa: F401
 from anon.stages.evaluate_module import EvaluationModule, EvaluationPlan
-from anon.wandb_record import record_evaluation
+from anon.runtime.wandb_record import record_evaluation
 
 
 def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, thresholds: dict | None = None,
@@ -81,7 +81,7 @@ def run_evaluate(run_dir: str | Path, evaluators: dict, detector=None, threshold
         num_workers: DataLoader workers reading the images.
         metrics: names of registered metrics to run (:mod:`anon.metrics.registry`; None: all). A selected
             metric whose network is not given (no ``attributes``, no ``fid``...) is left out.
-    Returns: the report (``report.json``, schema :class:`anon.report_schema.Report`) as a dict.
+    Returns: the report (``report.json``, schema :class:`anon.report.schema.Report`) as a dict.
     """
     run_dir = Path(run_dir)
     select_metrics(metrics)  # a misspelt name fails before any network runs
@@ -168,7 +168,7 @@ def evaluate(cfg) -> dict:
     vd = report["verdict"]
     print(f"[anon] privacy {vd['privacy']}/{vd['evaluated']}, utility {vd['utility']}/{vd['evaluated']}, "
           f"passed {vd['passed']}/{vd['evaluated']}; report in {Path(cfg.run_dir) / REPORT_MD}", flush=True)
-    record_evaluation(cfg, report)  # into the run's W&B run, if it has one (anon/wandb_record.py)
+    record_evaluation(cfg, report)  # into the run's W&B run, if it has one (anon/runtime/wandb_record.py)
     return report
 
 
@@ -181,7 +181,7 @@ def _hydra_main():
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
     def evaluate_entry(cfg) -> None:
-        from anon.run import one_line_errors
+        from anon.runtime.run import one_line_errors
 
         with one_line_errors():
             evaluate(cfg)

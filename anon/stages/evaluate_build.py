@@ -17,7 +17,7 @@ def build_evaluators(cfg) -> tuple[dict, dict[str, str], object]:
     from omegaconf import OmegaConf
 
     from anon.metrics.evaluators import FaceCropper, as_evaluator
-    from anon.run_id import config_hash
+    from anon.runtime.run_id import config_hash
     from anon.stages.common import pick_device
 
     device = pick_device(cfg.device)

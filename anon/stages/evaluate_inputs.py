@@ -18,7 +18,7 @@ import numpy as np
 from torch.utils.data import Dataset, DistributedSampler
 
 from anon.errors import ConfigError, MissingDataError
-from anon.manifest import current_records
+from anon.runtime.manifest import current_records
 from anon.metrics.thresholds import read_rgb
 
 

@@ -39,7 +39,7 @@ def merge_results(per_rank: Iterable[list[dict]]) -> list[dict]:
 
 def write_report(plan, results: list[dict]) -> dict:
     """Every cross-item metric from the merged ``results``; writes the report files; returns the report dict."""
-    from anon import report as reporting
+    from anon.report import render as reporting
     from anon.stages.evaluate_summary import summarise
 
     lines = [r["line"] for r in results]

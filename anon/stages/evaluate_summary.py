@@ -1,4 +1,4 @@
-"""The evaluation's summary: the per-image lines and the metrics' records -> one :class:`anon.report_schema.Report`.
+"""The evaluation's summary: the per-image lines and the metrics' records -> one :class:`anon.report.schema.Report`.
 
 Each registered metric (:mod:`anon.metrics.registry`) summarises itself into its report field; what is
 left here is what spans metrics: the inversion-fidelity warning, the verdict counts, the manifest means.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from anon.report_schema import SCHEMA_VERSION, InversionFidelity, ManifestMeans, Report, Verdict
+from anon.report.schema import SCHEMA_VERSION, InversionFidelity, ManifestMeans, Report, Verdict
 
 INVERSION_WARNING_BELOW = 0.5  # inversion re-identification share under which the report opens with a warning
 

@@ -15,7 +15,7 @@ import torch
 
 from anon.atomic_write import write_atomically
 from anon.data.images import to_uint8
-from anon.outputs import save_code, save_png
+from anon.runtime.outputs import save_code, save_png
 from anon.stages.common import chunks, is_done, mark_done
 
 def fake_id(index: int) -> str:

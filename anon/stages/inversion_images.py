@@ -31,7 +31,7 @@ def render_inversions(run_dir: str | Path, ids: list[str], batch_size: int = 16,
     from anon.data.codes import CodeFolder
     from anon.data.images import to_uint8
     from anon.nets.tuned import render
-    from anon.outputs import save_png
+    from anon.runtime.outputs import save_png
     from anon.stages.common import chunks
 
     run_dir = Path(run_dir)

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from anon.data.images import load_image
-from anon.manifest import ManifestWriter, latest_by_id
+from anon.runtime.manifest import ManifestWriter, latest_by_id
 from anon.nets.tuned import split_inversion
-from anon.outputs import save_code, save_offsets
+from anon.runtime.outputs import save_code, save_offsets
 from anon.seeding import takes_ids
 from anon.stages.common import chunks
 

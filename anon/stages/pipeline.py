@@ -15,11 +15,11 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from anon.baseline_run import is_baseline
-from anon.compose import build_network
+from anon.runtime.baseline_run import is_baseline
+from anon.runtime.compose import build_network
 from anon.errors import ConfigError
-from anon.manifest import ManifestWriter, done_ids
-from anon.run import CONFIG_DIR, anonymize, one_line_errors, resolve_run_dir
+from anon.runtime.manifest import ManifestWriter, done_ids
+from anon.runtime.run import CONFIG_DIR, anonymize, one_line_errors, resolve_run_dir
 from anon.seeding import built_seeded
 from anon.stages.align import read_alignment
 from anon.stages.common import is_done, pick_device, rank_and_world

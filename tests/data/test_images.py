@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from anon.data.images import degenerate, list_images, load_image, load_rgb
-from anon.photos_cli import read_photo
+from anon.photos.cli import read_photo
 
 FACE = "lfw_sample/AJ_Cook/AJ_Cook_0001.jpg"
 

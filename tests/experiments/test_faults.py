@@ -11,7 +11,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 from faults import Failed, check_survived, main  # noqa: E402
 
-from anon.outputs import save_code, save_png  # noqa: E402
+from anon.runtime.outputs import save_code, save_png  # noqa: E402
 
 
 def _finished_run(run_dir: Path, ids: list[str]) -> Path:

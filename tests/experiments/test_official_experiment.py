@@ -5,7 +5,7 @@ import sys
 
 from hydra import compose, initialize_config_dir
 
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 from tests.helpers import REPO, env
 
 OFFICIAL = {"dataset.split": "all", "dataset.image_size": None, "loss.target": "unaligned",
@@ -44,7 +44,7 @@ def test_defaults_stay_ours():
 
 
 def test_cfg_job_shows_every_switch():
-    out = subprocess.run([sys.executable, "-m", "anon.cli", "pipeline", "experiment=celebahq_falco_official",
+    out = subprocess.run([sys.executable, "-m", "anon.runtime.cli", "pipeline", "experiment=celebahq_falco_official",
                           "dataset.images=/data/CelebA-HQ-img", "--cfg", "job"], cwd=REPO, env=env(),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from anon.report_schema import ReportSchemaError
+from anon.report.schema import ReportSchemaError
 from anon.stages.evaluate import folder_identity, run_evaluate
 from tests.stages.test_evaluate import (LENIENT, FakeCosine, FakeDistance, fake_classifier, fake_detector,
                                         make_run)

@@ -15,7 +15,7 @@ from PIL import Image
 from anon.errors import MissingCheckpointError
 from anon.lite.packages import has_package
 from anon.metrics.dlib_identity import DlibIdentity
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 from tests.requires import require_file, requires, unavailable
 
 HAVE_DLIB = has_package("dlib") and has_package("face_recognition_models")

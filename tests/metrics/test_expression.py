@@ -109,7 +109,7 @@ class ConstantEvaluator:
 
 
 def test_run_evaluate_reports_expression_rows(tmp_path):
-    from anon.report import markdown
+    from anon.report.render import markdown
     from anon.stages.evaluate import run_evaluate
 
     flat = lambda v: np.full((8, 8, 3), v, np.uint8)  # noqa: E731
@@ -138,7 +138,7 @@ def test_missing_package_skips_expression_and_says_why(tmp_path):
                             "face_crop": None, "batch_size": 4, "device": "cpu"})
     scorer, why = build_expression(cfg)
     assert scorer is None and "no_such_package_xyz" in why and "make install-lite" in why
-    from anon.report import markdown
+    from anon.report.render import markdown
     assert build_expression(OmegaConf.create({"expression": None})) == (None, None)
     run = _run(tmp_path, [(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))])
     page = markdown(run_evaluate(run, {"c": ConstantEvaluator()}, pose=None, plots=False, expression_skipped=why))

@@ -10,7 +10,7 @@ import pytest
 from anon.errors import ConfigError
 from anon.metrics.registry import (NEEDS, EvaluationMetric, METRICS, register_metric, registered,
                                    select_metrics)
-from anon.report_schema import Report
+from anon.report.schema import Report
 from anon.stages.evaluate import run_evaluate
 from tests.stages.evaluate_fakes import golden_run
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from anon.errors import MissingCheckpointError
 from anon.lite.packages import MissingPackageError, has_package, package_file
 from anon.nets.dcgan import DCGANGenerator
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 from tests.helpers import torch_threads
 from tests.requires import requires
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from anon.errors import MissingCheckpointError
 from anon.nets.facenet import FaceNetIdentity, facenet_standardize
-from anon.weights import REGISTRY
+from anon.runtime.weights import REGISTRY
 
 
 def basic_conv(prefix: str, cin: int, cout: int, k) -> dict[str, tuple]:

@@ -15,7 +15,7 @@ from torch import nn
 from anon.errors import MissingCheckpointError
 from anon.nets.farl import FarlAttributes, resize_center_crop
 from anon.nets.vit import VisionTransformer
-from anon.weights import REGISTRY
+from anon.runtime.weights import REGISTRY
 
 TINY = dict(input_resolution=32, patch_size=8, width=32, layers=2, heads=2, output_dim=16)
 MEAN = [0.48145466, 0.4578275, 0.40821073]

@@ -11,7 +11,7 @@ from torch import nn
 import anon.nets
 from anon.lite.npm import LITE
 from anon.nets.frozen import FrozenNetwork
-from anon.weights import REGISTRY
+from anon.runtime.weights import REGISTRY
 
 # Every pretrained network the method only reads.
 EXPECTED = {"ArcFaceIdentity", "E4EInverter", "FaceNetIdentity", "FarlAttributes", "MobileFaceNetIdentity",
@@ -24,7 +24,7 @@ def frozen_networks() -> dict[str, type]:
     for module in pkgutil.walk_packages(anon.nets.__path__, "anon.nets."):
         importlib.import_module(module.name)
     importlib.import_module("anon.metrics.fid")
-    importlib.import_module("anon.attribute_terms")
+    importlib.import_module("anon.method.attribute_terms")
     found, todo = {}, [FrozenNetwork]
     while todo:
         for sub in todo.pop().__subclasses__():
@@ -44,7 +44,7 @@ def test_every_pretrained_network_uses_the_base_with_a_known_weights_key():
 
 
 def small_frozen_networks() -> dict[str, nn.Module]:
-    from anon.attribute_terms import ExpressionTerm, LandmarkTerm
+    from anon.method.attribute_terms import ExpressionTerm, LandmarkTerm
     from anon.nets.dcgan import DCGANGenerator
     from anon.nets.farl import FarlAttributes
     from anon.nets.mini_xception import MiniXception

@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from anon.download import ChecksumError
+from anon.runtime.download import ChecksumError
 from anon.errors import AnonError, MissingCheckpointError
 from anon.lite import npm
 from anon.nets.mobilefacenet import (TOKEN_LAYERS, MobileFaceNet, MobileFaceNetIdentity, MobileFaceNetTokens,

@@ -13,7 +13,7 @@ from PIL import Image
 
 from anon.lite.packages import has_package, package_file
 from anon.nets.mtcnn import MTCNNDetector, ONet, PNet, RNet, box_overlap, nms, regress, square
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 from tests.requires import require_file, requires, unavailable
 
 needs_weights = requires(has_package("facenet_pytorch"),

@@ -80,7 +80,7 @@ def test_missing_checkpoint_names_the_download(tmp_path, net, name):
 
 def test_detector_config_points_at_the_registry_layout(tmp_path):
     cfg = OmegaConf.create({"weights_dir": str(tmp_path), "detector": OmegaConf.load(CONF / "sfd_fan.yaml")})
-    assert cfg.detector.sfd == f"{tmp_path}/sfd/s3fd-619a316812.pth"  # anon/weights.py filenames
+    assert cfg.detector.sfd == f"{tmp_path}/sfd/s3fd-619a316812.pth"  # anon/runtime/weights.py filenames
     assert cfg.detector.fan == f"{tmp_path}/fan/2DFAN4-11f355bf06.pth.tar"
     with pytest.raises(Exception, match="anon download sfd"):
         instantiate(cfg.detector)

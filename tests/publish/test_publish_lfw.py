@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from anon.publish.loop import ATTEMPTS
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 from tests.helpers import REPO, anon_command, env
 from tests.test_demo import lite_available
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from anon.errors import ConfigError, MissingCheckpointError
 from anon.metrics.evaluators import DlibEvaluator, FaceCropper, TorchIdentityEvaluator, as_evaluator
-from anon.report import tradeoff_table, write_tradeoff
+from anon.report.render import tradeoff_table, write_tradeoff
 from anon.stages.evaluate import Calibration, folder_identity, run_evaluate
 from tests.helpers import caused_by
 from tests.stages.evaluate_fakes import (COS_ANONYMISED, DISTANCE, IDS, LENIENT, R, FakeCosine, FakeDistance,

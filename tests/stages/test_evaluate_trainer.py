@@ -177,13 +177,12 @@ def test_hydra_trainer_ddp_cpu_runs_two_ranks(tmp_path):
 
 def test_a_relaunched_rank_of_anon_evaluate_runs_evaluate(monkeypatch):
     """Lightning's DDP relaunch (strategy=ddp: trainer=gpu) re-runs `anon` with the overrides only."""
-    import anon.run
+    import anon.runtime.run
     import anon.stages.evaluate
-    from anon import cli
-
+    from anon.runtime import cli
     called = []
     monkeypatch.setattr(anon.stages.evaluate, "evaluate_entry", lambda: called.append(("evaluate", list(cli.sys.argv))))
-    monkeypatch.setattr(anon.run, "hydra_entry", lambda: called.append(("anonymize", list(cli.sys.argv))))
+    monkeypatch.setattr(anon.runtime.run, "hydra_entry", lambda: called.append(("anonymize", list(cli.sys.argv))))
     monkeypatch.setattr(cli.sys, "argv", ["anon"])
     monkeypatch.delenv(cli.RELAUNCH_COMMAND, raising=False)
     cli.main(["run_dir=/x"])  # a plain `anon run_dir=...` is still anonymize

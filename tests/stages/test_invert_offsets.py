@@ -8,9 +8,9 @@ from anon.data.codes import CodeFolder
 from anon.data.dataset import AnonymizationItems, collate_items
 from anon.data.images import to_uint8
 from anon.nets.tuned import render
-from anon.outputs import save_png
-from anon.pivotal import PivotalInverter
-from anon.run import build_module
+from anon.runtime.outputs import save_png
+from anon.method.pivotal import PivotalInverter
+from anon.runtime.run import build_module
 from anon.stages.invert import run_invert
 from tests.conftest import compose_config
 

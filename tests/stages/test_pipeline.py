@@ -10,7 +10,7 @@ from omegaconf import open_dict
 from anon.stages.pipeline import run_pipeline
 from tests.helpers import shard_lines
 from hydra import compose, initialize_config_dir
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -106,13 +106,12 @@ def test_two_runs_of_the_default_pipeline_give_identical_fakes_pairs_and_images(
 def test_a_relaunched_rank_of_anon_pipeline_runs_its_anonymisation(monkeypatch):
     """Lightning's DDP relaunch re-runs `anon` with the overrides only: a rank it starts for `anon pipeline`
     must join the pipeline's anonymisation (the stages before it are cached by then), not run `anon anonymize`."""
-    import anon.run
+    import anon.runtime.run
     import anon.stages.pipeline
-    from anon import cli
-
+    from anon.runtime import cli
     called = []
     monkeypatch.setattr(anon.stages.pipeline, "pipeline_entry", lambda: called.append(("pipeline", list(cli.sys.argv))))
-    monkeypatch.setattr(anon.run, "hydra_entry", lambda: called.append(("anonymize", list(cli.sys.argv))))
+    monkeypatch.setattr(anon.runtime.run, "hydra_entry", lambda: called.append(("anonymize", list(cli.sys.argv))))
     monkeypatch.setattr(cli.sys, "argv", ["anon"])
     monkeypatch.delenv(cli.RELAUNCH_COMMAND, raising=False)
     cli.main(["pipeline", "dataset.images=/x"])  # the launching process: marks its children

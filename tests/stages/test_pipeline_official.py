@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from anon.run import CONFIG_DIR
+from anon.runtime.run import CONFIG_DIR
 from anon.stages.pipeline import run_pipeline
 from tests.conftest import TINY_IMAGES
 from tests.helpers import shard_lines

@@ -1,7 +1,7 @@
 """The report's figures, drawn with matplotlib: overlaid histograms and a labelled scatter.
 
 Each function writes a 640 x 400 PNG and returns the numbers it drew (:class:`HistogramData`,
-:class:`ScatterData`), which :func:`anon.report.write_plots` also keeps beside the PNG as
+:class:`ScatterData`), which :func:`anon.report.render.write_plots` also keeps beside the PNG as
 ``<name>.json``: a reader (or a test) gets the data behind a figure without reading pixels.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no ``pyplot``): no global state,

@@ -1,7 +1,7 @@
 """The FALCO method as a plain object: frozen networks, loss, latent layout and loop options in one place.
 
-No Lightning and no files: :class:`anon.module.FalcoModule` holds one (and adds the run's outputs and
-logging around it); the photo path (:class:`anon.photo_falco.FalcoFaceAnonymizer`) uses one directly.
+No Lightning and no files: :class:`anon.fit.module.FalcoModule` holds one (and adds the run's outputs and
+logging around it); the photo path (:class:`anon.photos.falco_faces.FalcoFaceAnonymizer`) uses one directly.
 """
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ from typing import Any
 
 import torch
 
-from anon.latent import LatentLayout
-from anon.losses import FalcoLoss
+from anon.method.latent import LatentLayout
+from anon.method.losses import FalcoLoss
 from anon.nets.tuned import Offsets
-from anon.optimise import FrozenNetworks, OptimiseOptions, OptimiseResult, StepFn, StepFunction, Terms, optimise
+from anon.method.optimise import FrozenNetworks, OptimiseOptions, OptimiseResult, StepFn, StepFunction, Terms, optimise
 
 
 class FalcoMethod:
     """Frozen generator, identity and attribute networks; the loss; which W+ rows move; how the loop runs.
 
     Args:
-        networks: :class:`anon.optimise.FrozenNetworks` (put in eval mode with gradients off here).
-        loss: weights and margin (:class:`anon.losses.FalcoLoss`).
-        latent: which W+ rows (and weight offsets) are trainable (:class:`anon.latent.LatentLayout`).
-        options: :class:`anon.optimise.OptimiseOptions` (steps, optimiser, schedule, precision, ...);
+        networks: :class:`anon.method.optimise.FrozenNetworks` (put in eval mode with gradients off here).
+        loss: weights and margin (:class:`anon.method.losses.FalcoLoss`).
+        latent: which W+ rows (and weight offsets) are trainable (:class:`anon.method.latent.LatentLayout`).
+        options: :class:`anon.method.optimise.OptimiseOptions` (steps, optimiser, schedule, precision, ...);
             replace it with ``method.options = dataclasses.replace(method.options, ...)``.
 
     It keeps the step function's cache (memory layout, compiled step) across batches.
@@ -40,7 +40,7 @@ class FalcoMethod:
         self.step_function = StepFunction()
 
     def configure(self, **changes: Any) -> None:
-        """Change some options (keyword names of :class:`anon.optimise.OptimiseOptions`)."""
+        """Change some options (keyword names of :class:`anon.method.optimise.OptimiseOptions`)."""
         self.options = replace(self.options, **changes)
 
     def to(self, device: torch.device | str) -> FalcoMethod:
@@ -62,7 +62,7 @@ class FalcoMethod:
     def optimise(self, images: torch.Tensor, w_inversion: torch.Tensor, w_neighbour: torch.Tensor,
                  on_step: Callable[[int, Terms], None] | None = None, keep_initial_images: bool = False,
                  targets: torch.Tensor | None = None, offsets: Offsets | None = None) -> OptimiseResult:
-        """Anonymise a batch (:func:`anon.optimise.optimise`, reusing this method's step-function cache)."""
+        """Anonymise a batch (:func:`anon.method.optimise.optimise`, reusing this method's step-function cache)."""
         return optimise(self.networks, self.loss, self.latent, self.options, images, w_inversion, w_neighbour,
                         step_function=self.step_function, on_step=on_step, keep_initial_images=keep_initial_images,
                         targets=targets, offsets=offsets)

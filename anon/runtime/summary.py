@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from anon.manifest import merge, merged_is_stale, read_records, write_atomic
+from anon.runtime.manifest import merge, merged_is_stale, read_records, write_atomic
 
 SUMMARY = "summary.json"
 

@@ -1,5 +1,5 @@
 """Pasting an anonymised crop back into its photo: the window a face touches, the feathered blend masks
-(crop coordinates ``(a, b)`` in [-1, 1], see :mod:`anon.photos`) and the blend that leaves every pixel
+(crop coordinates ``(a, b)`` in [-1, 1], see :mod:`anon.photos.anonymizer`) and the blend that leaves every pixel
 with weight 0 exactly as it was; the blur / fill of the faces that are not anonymised."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from PIL import Image, ImageFilter
 
 from anon.data.align import AlignTransform
 from anon.errors import ConfigError
-from anon.photo_records import Face
+from anon.photos.records import Face
 
 
 def smoothstep(t: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 original that the identity loss must not move.
 
 A term is a module with ``reference(originals) -> R`` (computed once per batch, no gradient) and
-``forward(generated, R) -> N`` (per-sample loss, lower = closer to the original). :class:`anon.losses.FalcoLoss`
+``forward(generated, R) -> N`` (per-sample loss, lower = closer to the original). :class:`anon.method.losses.FalcoLoss`
 adds ``weight * term`` for each configured term and reports each one per step under its name.
 
 - :class:`LowFrequencyColour`: L1 of block-averaged images (skin tone, hair colour, background).

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from anon.errors import ConfigError
-from anon.manifest import write_atomic
+from anon.runtime.manifest import write_atomic
 
 RECORD = "wandb_run.json"
 EXAMPLES_KEY = "eval/examples"

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.inversion import OptimisationInverter
+from anon.method.inversion import OptimisationInverter
 from anon.nets.tuned import render
 
 DEFAULT_TUNE = ("main.9.weight", "main.10.weight", "main.10.bias", "main.12.weight")
@@ -35,7 +35,7 @@ class PivotalInverter(nn.Module):
     Args:
         generator: the generator (a DCGAN; any module whose parameters ``tune`` names).
         steps, lr, starts, seed, init, latent_reg: the pivot's z inversion
-            (:class:`anon.inversion.OptimisationInverter`).
+            (:class:`anon.method.inversion.OptimisationInverter`).
         tune: names of the parameters that get per-image offsets.
         tune_steps, tune_lr: Adam steps and learning rate of the offsets.
         low_frequency_weight: weight of the L1 between 4x-downsampled images.

@@ -1,4 +1,4 @@
-"""Reports: the markdown page of an evaluation, its plots (matplotlib, :mod:`anon.plots`), and the sweep trade-off table.
+"""Reports: the markdown page of an evaluation, its plots (matplotlib, :mod:`anon.report.plots`), and the sweep trade-off table.
 
 * :func:`markdown` renders a ``report.json`` (written by :mod:`anon.stages.evaluate`) as ``report.md``;
 * :func:`write_plots` draws the similarity histograms of a run into ``plots/`` (each PNG with the
@@ -7,7 +7,7 @@
   lambda_id, lambda_attr, re-identification rate, attribute metric); :func:`write_tradeoff` writes
   them as JSON / markdown and plots re-identification against attribute preservation.
 
-``python -m anon.report tradeoff RUN_DIR [RUN_DIR ...] --out DIR [--evaluator NAME]``
+``python -m anon.report.render tradeoff RUN_DIR [RUN_DIR ...] --out DIR [--evaluator NAME]``
 """
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from anon.plots import histogram_png, scatter_png
+from anon.report.plots import histogram_png, scatter_png
 
 # ------------------------------------------------------------------------------------------- one run
 def write_plots(run_dir: str | Path, lines: Sequence[dict], report: dict) -> list[str]:
     """``plots/similarity_<evaluator>.png`` (output, and inversion when scored; the threshold) and
     ``plots/loss_network_similarity.png`` (the manifest's in-loop identity similarity before/after),
-    each beside a ``.json`` of the numbers drawn (:mod:`anon.plots`). Returns the PNG paths relative
+    each beside a ``.json`` of the numbers drawn (:mod:`anon.report.plots`). Returns the PNG paths relative
     to ``run_dir``."""
     run_dir = Path(run_dir)
     figures = {}
@@ -64,8 +64,8 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def markdown(report: dict) -> str:
-    """``report.json`` (schema :class:`anon.report_schema.Report`) -> the ``report.md`` page."""
-    from anon.report_schema import Report
+    """``report.json`` (schema :class:`anon.report.schema.Report`) -> the ``report.md`` page."""
+    from anon.report.schema import Report
 
     r = Report.from_dict(report)
     out = [f"# Verification report: `{Path(r.run_dir).name}`", ""]
@@ -221,7 +221,7 @@ def tradeoff_table(run_dirs: Sequence[str | Path], evaluator: str | None = None,
         path = run_dir / "report.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: run `python -m anon.stages.evaluate run_dir={run_dir}` first")
-        from anon.report_schema import Report
+        from anon.report.schema import Report
 
         report = json.loads(path.read_text())
         Report.from_dict(report, str(path))  # a report of another schema is an error, not blank cells
@@ -284,7 +284,7 @@ def write_tradeoff(run_dirs: Sequence[str | Path], out_dir: str | Path, evaluato
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m anon.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m anon.report.render", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     trade = sub.add_parser("tradeoff", help="re-identification vs attribute preservation over runs")
     trade.add_argument("run_dirs", nargs="+")

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     if command == "download":
-        from anon.weights_download import download_main
+        from anon.runtime.weights_download import download_main
 
         return download_main(argv[1:])
     if command in ("pipeline", "evaluate", "photos", "publish"):
@@ -58,14 +58,14 @@ def main(argv: list[str] | None = None) -> int:
 
             os.environ[RELAUNCH_COMMAND] = "evaluate"
         else:
-            from anon.photos_cli import photos_entry as entry
+            from anon.photos.cli import photos_entry as entry
         entry()
         return 0
     if command == "anonymize" or "=" in command or command.startswith(("-", "+")):
         # Hydra reads sys.argv; Lightning's DDP relaunch re-runs this command with overrides only.
         rest = argv[1:] if command == "anonymize" else argv
         sys.argv = [sys.argv[0], *rest]
-        from anon.run import hydra_entry
+        from anon.runtime.run import hydra_entry
 
         hydra_entry()
         return 0

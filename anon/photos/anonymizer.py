@@ -1,6 +1,6 @@
 """Full photographs in, full photographs out: detect every face, anonymise it, paste it back.
 
-    from anon.photos import Anonymizer
+    from anon.photos.anonymizer import Anonymizer
     anonymizer = Anonymizer.from_config(["fakes.num_samples=500"])   # conf/photos.yaml (+ experiment=lite)
     out = anonymizer(Image.open("group.jpg"))                        # PIL image or H x W x C uint8 array
 
@@ -25,7 +25,7 @@ Per photo (``H x W x 3`` uint8 RGB, upright -- EXIF orientation is applied to PI
    ``alpha`` is 0 on and outside the crop's border and rises smoothly inside it, so no box edge or
    seam shows; every pixel outside all masks is returned bit for bit. ``mask_shape=hull`` (the
    default) follows the face's outline instead: the square mask times the feathered convex hull of
-   the face's outline (:mod:`anon.face_outline`: dlib's 68 points, else an ellipse in the detection
+   the face's outline (:mod:`anon.photos.face_outline`: dlib's 68 points, else an ellipse in the detection
    box; ``outline``, ``hull_feather``), so hair, ears and background keep the photo's pixels.
    The generated face has the generator's resolution (``generated_px``, 64 for the lite set),
    upsampled to the face's size in the photo: each face's record says both.
@@ -47,10 +47,10 @@ from PIL import Image, ImageOps
 from anon.data.align import FFHQ_BORDER_BLUR, AlignTransform, face_size
 from anon.data.images import degenerate, merge_image, split_image
 from anon.errors import ConfigError
-from anon.face_outline import OUTLINES, face_outline, hull_mask
-from anon.photo_falco import FalcoFaceAnonymizer
-from anon.photo_paste import blend, cover_face, feather_mask, shifted_transform, window_bounds
-from anon.photo_records import Face, PhotoResult
+from anon.photos.face_outline import OUTLINES, face_outline, hull_mask
+from anon.photos.falco_faces import FalcoFaceAnonymizer
+from anon.photos.paste import blend, cover_face, feather_mask, shifted_transform, window_bounds
+from anon.photos.records import Face, PhotoResult
 from anon.seeding import content_key, takes_ids
 
 POLICIES = ("leave", "blur", "fill")
@@ -132,7 +132,7 @@ class Anonymizer:
         max_pending: photos held in memory while their faces wait for a full batch.
         mask_shape, feather: the paste-back mask (module docstring).
         outline, hull_feather: ``mask_shape=hull``: the outline's source (``auto`` | ``dlib68`` |
-            ``box_ellipse``, :mod:`anon.face_outline`) and its ramp width (fraction of sqrt(hull area)).
+            ``box_ellipse``, :mod:`anon.photos.face_outline`) and its ramp width (fraction of sqrt(hull area)).
         blur_sigma, region_scale, region_feather: the ``blur`` / ``fill`` region (fractions of the box).
         border_blur: FFHQ's padded-border blur for crops that reach past the photo's edge.
     """
@@ -172,7 +172,7 @@ class Anonymizer:
         """``conf/photos.yaml`` with Hydra overrides (no Hydra runtime)."""
         from hydra import compose, initialize_config_dir
 
-        from anon.run import CONFIG_DIR
+        from anon.runtime.run import CONFIG_DIR
 
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
             return compose("photos", overrides=list(overrides))

@@ -1,7 +1,7 @@
 """FALCO on the aligned face crops of the photo path: invert, pick the nearest fake, optimise.
 
-:class:`FalcoFaceAnonymizer` is the ``falco`` face anonymiser of :class:`anon.photos.Anonymizer`. It runs
-the method object (:class:`anon.falco_method.FalcoMethod`), the same loop the Lightning run calls, with no
+:class:`FalcoFaceAnonymizer` is the ``falco`` face anonymiser of :class:`anon.photos.anonymizer.Anonymizer`. It runs
+the method object (:class:`anon.method.falco.FalcoMethod`), the same loop the Lightning run calls, with no
 Trainer: no run folder, manifest or logger of its own (the photo CLI keeps the photos' records).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from anon.errors import ConfigError
-from anon.falco_method import FalcoMethod
+from anon.method.falco import FalcoMethod
 from anon.nets.tuned import split_inversion
 from anon.seeding import content_key, takes_ids
 
@@ -30,10 +30,10 @@ class FalcoFaceAnonymizer:
     """FALCO on face crops with a composed model set: invert, pick the nearest fake, optimise.
 
     Args:
-        method: :class:`anon.falco_method.FalcoMethod` (generator, identity and attribute networks, loss,
+        method: :class:`anon.method.falco.FalcoMethod` (generator, identity and attribute networks, loss,
             latent layout and loop options; ``method.optimise`` is the anonymisation loop).
         inverter: ``images N x 3 x R x R [-1, 1] -> codes N x num_ws x w_dim`` (e.g.
-            :class:`anon.inversion.OptimisationInverter`).
+            :class:`anon.method.inversion.OptimisationInverter`).
         pool_ids, pool_features: the fake pool (K ids, K x D pairing features of the fakes).
         load_code: ``fake id -> its code (num_ws x w_dim)``.
         pairing: network whose ``embed`` (else output) gives the pairing features of a crop
@@ -61,11 +61,11 @@ class FalcoFaceAnonymizer:
 
     @classmethod
     def from_config(cls, cfg: DictConfig, device: torch.device | str | None = None) -> "FalcoFaceAnonymizer":
-        """Networks from the config groups (:func:`anon.compose.build_method`, ``build_inverter``); the fake
+        """Networks from the config groups (:func:`anon.runtime.compose.build_method`, ``build_inverter``); the fake
         pool from the pipeline's ``fakes`` stage (cached in ``stages.fakes_dir``, shared with ``anon pipeline``)."""
         from hydra.utils import instantiate
 
-        from anon.compose import build_method
+        from anon.runtime.compose import build_method
         from anon.stages.common import pick_device
         from anon.stages.fakes import load_features
         from anon.stages.pipeline import build_inverter

@@ -1,4 +1,4 @@
-"""``anon download``: fetch registry entries (:data:`anon.weights.REGISTRY`) into the cache, verified.
+"""``anon download``: fetch registry entries (:data:`anon.runtime.weights.REGISTRY`) into the cache, verified.
 
 Pinning a checksum the publisher does not give: after a download of such an entry the command
 prints the sum it computed; set ``ANON_SHA256_<NAME>`` (name upper-cased, e.g.
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from anon.atomic_write import write_text_atomically
-from anon.download import ChecksumError, DownloadError, extract_members, fetch_url, sha256_file
+from anon.runtime.download import ChecksumError, DownloadError, extract_members, fetch_url, sha256_file
 from anon.errors import AnonError, ConfigError
-from anon.weights import REGISTRY, Checkpoint, weights_dir
+from anon.runtime.weights import REGISTRY, Checkpoint, weights_dir
 
 __all__ = ["download", "download_main", "cached_file_intact", "pin_env_var", "DownloadError", "ChecksumError"]
 

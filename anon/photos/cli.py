@@ -44,11 +44,11 @@ from PIL import Image, ImageOps
 from anon.atomic_write import write_atomically
 from anon.data.images import is_image_entry, merge_image, split_image
 from anon.errors import MissingDataError
-from anon.folder_lock import FolderLock
-from anon.manifest import append_jsonl
-from anon.photo_records import PhotoResult
-from anon.photos import Anonymizer
-from anon.run import CONFIG_DIR, one_line_errors
+from anon.runtime.folder_lock import FolderLock
+from anon.runtime.manifest import append_jsonl
+from anon.photos.records import PhotoResult
+from anon.photos.anonymizer import Anonymizer
+from anon.runtime.run import CONFIG_DIR, one_line_errors
 
 MANIFEST = "manifest.jsonl"
 JPEG_FORMATS = {"JPEG", "MPO"}

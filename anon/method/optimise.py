@@ -1,8 +1,8 @@
 """FALCO's optimisation as a plain function: a batch of latent codes moved for N steps.
 
-:func:`optimise` needs no Trainer and writes nothing: the LightningModule (:class:`anon.module.FalcoModule`)
-and the photo path (:class:`anon.photo_falco.FalcoFaceAnonymizer`) both call it through
-:class:`anon.falco_method.FalcoMethod`. Every image's result is the one it gets alone: the batch loss is a
+:func:`optimise` needs no Trainer and writes nothing: the LightningModule (:class:`anon.fit.module.FalcoModule`)
+and the photo path (:class:`anon.photos.falco_faces.FalcoFaceAnonymizer`) both call it through
+:class:`anon.method.falco.FalcoMethod`. Every image's result is the one it gets alone: the batch loss is a
 sum of per-image losses, and early stop is decided per image.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, Protocol, TypedDict
 import torch
 from torch import nn
 
-from anon.latent import LatentLayout
-from anon.losses import FalcoLoss, Reference
+from anon.method.latent import LatentLayout
+from anon.method.losses import FalcoLoss, Reference
 from anon.nets.tuned import Offsets, render, select
-from anon.schedule import fractional_multistep
+from anon.method.schedule import fractional_multistep
 
 PRECISIONS = ("32", "tf32", "bf16")
 
@@ -70,7 +70,7 @@ class FrozenNetworks:
 
 @dataclass(frozen=True)
 class OptimiseOptions:
-    """How the loop runs (``conf/module/falco.yaml`` documents each; :class:`anon.module.FalcoModule` too).
+    """How the loop runs (``conf/module/falco.yaml`` documents each; :class:`anon.fit.module.FalcoModule` too).
 
     ``optimizer`` / ``scheduler`` (None too): Adam lr 0.01 / x0.8 at 75 % and 90 % of the steps.
     """

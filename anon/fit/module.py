@@ -3,18 +3,18 @@
 Lightning runs this as ``trainer.predict`` with ``inference_mode=False``: predict shards images across
 ranks without duplicates, never wraps the module in DDP (no gradient all-reduce between ranks, which
 would mix images), and lets every rank write its own outputs. The optimisation loop itself -- the
-"fit" of FALCO -- is :func:`anon.optimise.optimise`, which needs no Trainer; the module holds it as a
-:class:`anon.falco_method.FalcoMethod` (``module.method``, also what the photo path uses) and
+"fit" of FALCO -- is :func:`anon.method.optimise.optimise`, which needs no Trainer; the module holds it as a
+:class:`anon.method.falco.FalcoMethod` (``module.method``, also what the photo path uses) and
 :meth:`FalcoModule.optimise` calls it (benchmarks and tests do).
 
 The module holds no output paths and writes no files: :meth:`FalcoModule.predict_step` returns the
-batch's results (tensors on the CPU, per-image numbers) and :class:`anon.output_writer.OutputWriter`, a
-Lightning prediction writer, puts them in the run folder; :class:`anon.preemption.StopCallback` stops
+batch's results (tensors on the CPU, per-image numbers) and :class:`anon.fit.output_writer.OutputWriter`, a
+Lightning prediction writer, puts them in the run folder; :class:`anon.runtime.preemption.StopCallback` stops
 cleanly between batches.
 
 What comes from Lightning and what stays a module option:
 
-* precision: ``trainer.precision=bf16-mixed`` gives the module's ``bf16`` (:mod:`anon.precision` has the
+* precision: ``trainer.precision=bf16-mixed`` gives the module's ``bf16`` (:mod:`anon.fit.precision` has the
   rule). Lightning wraps ``predict_step`` in its autocast; the step turns that off around the loop, which
   autocasts only the networks itself, so the codes, the optimiser, the reference and the final scores stay
   float32. ``module.precision`` stays for ``tf32`` (Lightning has no TF32 plugin) and for the Trainer-less
@@ -36,20 +36,20 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from anon.falco_method import FalcoMethod
-from anon.latent import LatentLayout
-from anon.losses import FalcoLoss
+from anon.method.falco import FalcoMethod
+from anon.method.latent import LatentLayout
+from anon.method.losses import FalcoLoss
 from anon.nets.tuned import Offsets
-from anon.optimise import FrozenNetworks, OptimiseOptions, OptimiseResult
-from anon.precision import effective_precision
-from anon.step_curve import StepCurve, curve_rows
+from anon.method.optimise import FrozenNetworks, OptimiseOptions, OptimiseResult
+from anon.fit.precision import effective_precision
+from anon.fit.step_curve import StepCurve, curve_rows
 
 
 def _method_option(name: str) -> property:
     """A module attribute that reads and sets ``method.options.<name>`` (tests and benchmarks set them)."""
     return property(lambda self: getattr(self.method.options, name),
                     lambda self, value: self.method.configure(**{name: value}),
-                    doc=f"``method.options.{name}`` (:class:`anon.optimise.OptimiseOptions`)")
+                    doc=f"``method.options.{name}`` (:class:`anon.method.optimise.OptimiseOptions`)")
 
 
 class FalcoModule(pl.LightningModule):
@@ -59,8 +59,8 @@ class FalcoModule(pl.LightningModule):
         generator: W+ -> image network (``num_ws``, ``w_dim``; images in [-1, 1]).
         identity: identity encoder (images -> L2-normalised embeddings).
         attribute: attribute encoder (images -> N x T x C tokens).
-        loss: weights and margin (:class:`anon.losses.FalcoLoss`).
-        latent: which W+ rows are trainable (:class:`anon.latent.LatentLayout`).
+        loss: weights and margin (:class:`anon.method.losses.FalcoLoss`).
+        latent: which W+ rows are trainable (:class:`anon.method.latent.LatentLayout`).
         optimizer: ``params -> Optimizer`` (a Hydra ``_partial_``; default Adam lr 0.01).
         scheduler: ``(optimizer, steps) -> LR scheduler`` (default x0.8 at 75 % and 90 %).
         steps: optimisation steps per image (paper: 50).
@@ -77,8 +77,8 @@ class FalcoModule(pl.LightningModule):
             (paper): all steps.
         precision: ``32`` (paper), ``tf32`` (TF32 matmuls/convs on Ampere+ GPUs) or ``bf16``
             (autocast of the networks; the latent codes, the optimiser and the losses stay fp32). Under a
-            Trainer it must agree with ``trainer.precision`` (:func:`anon.precision.effective_precision`;
-            :func:`anon.run.build_module` builds it so from the config).
+            Trainer it must agree with ``trainer.precision`` (:func:`anon.fit.precision.effective_precision`;
+            :func:`anon.runtime.run.build_module` builds it so from the config).
         channels_last: keep the networks' convolution weights and the images in NHWC memory layout.
         compile: run each step's render + losses through ``torch.compile`` (compiled once per batch
             shape on first use; a C++ compiler on CPU, Triton on GPU).
@@ -120,7 +120,7 @@ class FalcoModule(pl.LightningModule):
     def optimise(self, images: torch.Tensor, w_inversion: torch.Tensor, w_neighbour: torch.Tensor,
                  on_step: Callable[[int, dict], None] | None = None, keep_initial_images: bool = False,
                  targets: torch.Tensor | None = None, offsets: Offsets | None = None) -> OptimiseResult:
-        """Anonymise a batch: :func:`anon.optimise.optimise` (arguments and result documented there)."""
+        """Anonymise a batch: :func:`anon.method.optimise.optimise` (arguments and result documented there)."""
         return self.method.optimise(images, w_inversion, w_neighbour, on_step, keep_initial_images, targets, offsets)
 
     def step_function(self) -> Callable:
@@ -131,13 +131,13 @@ class FalcoModule(pl.LightningModule):
     def on_predict_start(self) -> None:
         if effective_precision(self.precision, self.trainer.precision) != self.precision:
             raise ValueError(f"trainer.precision={self.trainer.precision} needs module.precision=bf16, not "
-                             f"{self.precision} (anon.run.build_module applies the rule from the config)")
+                             f"{self.precision} (anon.runtime.run.build_module applies the rule from the config)")
         self._curve = StepCurve(self.steps, self.loss.term_names, self.device)
         if self.logger is not None and self.config_to_log is not None:
             self.logger.log_hyperparams(self.config_to_log)  # rank 0 only (Lightning's loggers)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        """Anonymise the batch's images; returns what :class:`anon.output_writer.OutputWriter` writes:
+        """Anonymise the batch's images; returns what :class:`anon.fit.output_writer.OutputWriter` writes:
         ``images`` (N x 3 x R x R), ``codes`` (N x L x D), ``offsets`` (``{name: N x *shape}``, only with
         ``latent.trainable_offsets``), ``initial_images`` (with ``log_images``), all on the CPU, and per
         image ``steps``, ``wall_time_s`` and the loss terms ``initial`` / ``final`` (``{term: [floats]}``).

@@ -1,7 +1,7 @@
 """The one schema of an evaluation report: what ``report.json`` holds, typed and versioned.
 
 :mod:`anon.stages.evaluate` builds a :class:`Report` and writes ``report.json`` from it;
-:mod:`anon.report` (``report.md``, the sweep trade-off) and ``experiments/tables.py`` read it back
+:mod:`anon.report.render` (``report.md``, the sweep trade-off) and ``experiments/tables.py`` read it back
 with :meth:`Report.from_dict`, which refuses a file of another ``schema_version`` or with a field
 missing or unknown (:class:`ReportSchemaError`: one line naming the field). A renamed field thus
 breaks every reader at once, never silently leaving a column blank.

@@ -7,8 +7,8 @@ original | initial | anonymised grid of the rank's first batch, and one manifest
 or failed for an item that could not be loaded -- fsynced to the rank's shard. At the end of predict
 (rank 0, after every rank has finished): the merged manifest and ``summary.json``, logged as ``run/<key>``.
 
-The module (:class:`anon.module.FalcoModule`) holds no paths: without this callback a predict writes
-nothing. :class:`anon.preemption.StopCallback` comes after it in the Trainer's callbacks, so a stop
+The module (:class:`anon.fit.module.FalcoModule`) holds no paths: without this callback a predict writes
+nothing. :class:`anon.runtime.preemption.StopCallback` comes after it in the Trainer's callbacks, so a stop
 signal takes effect only once the batch in flight is written and recorded.
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
-from anon.manifest import ManifestWriter
-from anon.outputs import check_format, code_path, image_path, save_code, save_offsets, save_output, save_png
-from anon.summary import write_run_summary
-from anon.visuals import comparison_grid
-from anon.wandb_record import close_run
+from anon.runtime.manifest import ManifestWriter
+from anon.runtime.outputs import check_format, code_path, image_path, save_code, save_offsets, save_output, save_png
+from anon.runtime.summary import write_run_summary
+from anon.report.visuals import comparison_grid
+from anon.runtime.wandb_record import close_run
 
 LOSS_KEYS = ("total", "identity", "attribute")
 
@@ -30,7 +30,7 @@ LOSS_KEYS = ("total", "identity", "attribute")
 class OutputWriter(BasePredictionWriter):
     """Args:
         run_dir: the run folder (images/, codes/, offsets/, grids/, manifest shards, summary.json).
-        output_format: ``png`` (lossless, default) or ``official_jpeg`` (see :mod:`anon.outputs`).
+        output_format: ``png`` (lossless, default) or ``official_jpeg`` (see :mod:`anon.runtime.outputs`).
     """
 
     def __init__(self, run_dir: str | Path, output_format: str = "png"):

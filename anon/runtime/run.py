@@ -1,6 +1,6 @@
 """The anonymisation run: compose networks, data, logger and trainer from the Hydra config and go.
 
-``python -m anon.run [overrides]`` or ``anon anonymize [overrides]``.
+``python -m anon.runtime.run [overrides]`` or ``anon anonymize [overrides]``.
 """
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from anon.baseline_run import is_baseline, run_baseline
-from anon.compose import method_parts
+from anon.runtime.baseline_run import is_baseline, run_baseline
+from anon.runtime.compose import method_parts
 from anon.errors import AnonError, ConfigError
-from anon.folder_lock import FolderLock
-from anon.manifest import done_ids, write_atomic
-from anon.module import FalcoModule
-from anon.output_writer import OutputWriter
-from anon.precision import effective_precision
-from anon.preemption import Preempted, StopCallback, StopFlag, exit_code, launcher_forward, requeue_slurm_job
-from anon.summary import SUMMARY, refresh_run_summary, write_run_summary
-from anon.run_id import register_resolvers
-from anon.wandb_record import build_logger, close_run, loggable_config, read_record
+from anon.runtime.folder_lock import FolderLock
+from anon.runtime.manifest import done_ids, write_atomic
+from anon.fit.module import FalcoModule
+from anon.fit.output_writer import OutputWriter
+from anon.fit.precision import effective_precision
+from anon.runtime.preemption import Preempted, StopCallback, StopFlag, exit_code, launcher_forward, requeue_slurm_job
+from anon.runtime.summary import SUMMARY, refresh_run_summary, write_run_summary
+from anon.runtime.run_id import register_resolvers
+from anon.runtime.wandb_record import build_logger, close_run, loggable_config, read_record
 
 
 @contextmanager
@@ -46,7 +46,7 @@ def one_line_errors():
         sys.exit(2)
 
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_resolvers()
 
 
@@ -59,15 +59,15 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 def build_module(cfg: DictConfig) -> FalcoModule:
-    """The LightningModule of the config: the method's pieces (:func:`anon.compose.method_parts`) and ``module.*``,
-    with ``module.precision`` as ``trainer.precision`` makes it (``bf16-mixed`` -> ``bf16``, :mod:`anon.precision`)."""
+    """The LightningModule of the config: the method's pieces (:func:`anon.runtime.compose.method_parts`) and ``module.*``,
+    with ``module.precision`` as ``trainer.precision`` makes it (``bf16-mixed`` -> ``bf16``, :mod:`anon.fit.precision`)."""
     precision = effective_precision(cfg.module.get("precision", "32"), OmegaConf.select(cfg, "trainer.precision"))
     return instantiate(cfg.module, **method_parts(cfg), precision=precision)
 
 
 def run_callbacks(cfg: DictConfig, run_dir: Path) -> list:
     """The Trainer's callbacks: the run folder's writer, then the stop check (the order matters: see
-    :mod:`anon.preemption`). Built here rather than in a Hydra ``callbacks`` group: the run folder is only
+    :mod:`anon.runtime.preemption`). Built here rather than in a Hydra ``callbacks`` group: the run folder is only
     known at run time (the Hydra output folder, a sweep's subfolder or ``run_dir=``), the writer is what
     makes a run resumable (without it nothing is written or recorded), and neither has a setting of its
     own beyond ``output.format``; the config (and so config.yaml and the run folder hash) stays as it was."""
@@ -99,7 +99,7 @@ def anonymize(cfg: DictConfig, images: str | Path | None = None) -> dict:
     """Run (or resume) one anonymisation run; returns the run summary (rank 0) and the run folder.
 
     ``images`` replaces ``dataset.images`` (the pipeline passes its aligned crops). A second process
-    on the same run folder is refused (:class:`anon.folder_lock.FolderInUseError`)."""
+    on the same run folder is refused (:class:`anon.runtime.folder_lock.FolderInUseError`)."""
     check_run_config(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = resolve_run_dir(cfg)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from anon.shared_trunk import embeddings_and_tokens, shares_trunk
+from anon.method.shared_trunk import embeddings_and_tokens, shares_trunk
 
 
 def identity_similarity(emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
@@ -27,7 +27,7 @@ def token_l1_loss(tokens_gen: torch.Tensor, tokens_ref: torch.Tensor) -> torch.T
 
 
 class AttributeTerm(Protocol):
-    """An extra attribute objective (:mod:`anon.attribute_terms`): its reference from the originals, then a
+    """An extra attribute objective (:mod:`anon.method.attribute_terms`): its reference from the originals, then a
     per-sample value (N) of a generated batch against that reference."""
 
     def reference(self, originals: torch.Tensor) -> torch.Tensor: ...
@@ -61,9 +61,9 @@ class FalcoLoss(nn.Module):
         target: which original the losses compare against: ``aligned`` (default: the image being
             anonymised, e.g. the FFHQ-aligned crop e4e inverted) or ``unaligned`` (the source image
             before alignment, at its native size, as the official code does; FALCO.md section 9.3).
-            Read by the run, which hands the data the source folder (:func:`anon.run.anonymize`).
+            Read by the run, which hands the data the source folder (:func:`anon.runtime.run.anonymize`).
         terms: extra attribute objectives ``{name: {"term": module, "weight": w}}``
-            (:mod:`anon.attribute_terms`; in Hydra ``loss.terms.<name>.weight=...`` sweeps a weight).
+            (:mod:`anon.method.attribute_terms`; in Hydra ``loss.terms.<name>.weight=...`` sweeps a weight).
             Each adds ``weight * term`` to the total and is reported per step as ``<name>``.
     """
 

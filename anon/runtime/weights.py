@@ -5,7 +5,7 @@ its short name (``anon download NAME``), the path it takes in the cache, where i
 the sha256 its publisher gives (``None`` when the publisher gives none: we never make one up),
 and a licence note. Nothing here runs at import time and nothing downloads at run time:
 loaders call ``resolve(name_or_path)``, which only looks at the disk. Fetching and verifying the
-files, and the ``anon download`` command, are in :mod:`anon.weights_download`.
+files, and the ``anon download`` command, are in :mod:`anon.runtime.weights_download`.
 
 Cache folder: ``$ANON_WEIGHTS`` if set, else ``~/.cache/anon/weights``. Files keep the layout
 of FALCO's ``models/pretrained/`` folder (``genforce/``, ``e4e/``, ``arcface/``, ``farl/``,

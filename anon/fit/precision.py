@@ -34,7 +34,7 @@ def effective_module(module, trainer_precision):
     """The ``module`` config node as the run hash sees it: its ``precision`` replaced by the effective one
     (``${effective_module:${module},${oc.select:trainer.precision,null}}``; unchanged unless the trainer's
     precision sets it, so existing run folders keep their names). A contradiction leaves it as it is: the
-    run reports it as one line (:func:`anon.run.check_run_config`), not Hydra while naming the folder."""
+    run reports it as one line (:func:`anon.runtime.run.check_run_config`), not Hydra while naming the folder."""
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(module, resolve=True) if OmegaConf.is_config(module) else dict(module)

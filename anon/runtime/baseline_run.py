@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from anon.data.datamodule import shard
 from anon.data.images import load_rgb
-from anon.manifest import ManifestWriter, done_ids
-from anon.outputs import image_path, official_jpeg_pixels, save_jpeg, save_png
+from anon.runtime.manifest import ManifestWriter, done_ids
+from anon.runtime.outputs import image_path, official_jpeg_pixels, save_jpeg, save_png
 from anon.stages.common import rank_and_world
-from anon.summary import write_run_summary
-from anon.wandb_record import log_summary_run
+from anon.runtime.summary import write_run_summary
+from anon.runtime.wandb_record import log_summary_run
 
 
 def is_baseline(cfg: DictConfig) -> bool:

@@ -1,7 +1,7 @@
 """The one place that composes the method from the Hydra config: networks, loss, latent layout, optimiser.
 
-:func:`method_parts` builds them; :func:`build_method` makes a :class:`anon.falco_method.FalcoMethod` of
-them (the photo path) and :func:`anon.run.build_module` a :class:`anon.module.FalcoModule` (the run).
+:func:`method_parts` builds them; :func:`build_method` makes a :class:`anon.method.falco.FalcoMethod` of
+them (the photo path) and :func:`anon.runtime.run.build_module` a :class:`anon.fit.module.FalcoModule` (the run).
 """
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from anon.falco_method import FalcoMethod
-from anon.optimise import FrozenNetworks, OptimiseOptions
+from anon.method.falco import FalcoMethod
+from anon.method.optimise import FrozenNetworks, OptimiseOptions
 from anon.seeding import built_seeded
 
-#: ``module.*`` config keys that set :class:`anon.optimise.OptimiseOptions` (the optimiser and schedule
+#: ``module.*`` config keys that set :class:`anon.method.optimise.OptimiseOptions` (the optimiser and schedule
 #: come from the ``optim`` and ``scheduler`` groups).
 METHOD_OPTION_KEYS = tuple(f.name for f in fields(OptimiseOptions) if f.name not in ("optimizer", "scheduler"))
 

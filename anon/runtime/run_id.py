@@ -23,6 +23,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from anon.runtime.moved_modules import hashed_target
+
 # Keys that change how fast or how verbosely a run goes, never its per-image results beyond float
 # rounding (batch size, memory layout and compilation reorder sums; see tests/test_module.py).
 NON_RESULT_KEYS = {"batch_size", "num_workers", "limit", "log_every", "log_images", "channels_last", "compile"}
@@ -57,7 +59,7 @@ def weights_key(value: str) -> str:
     if not isinstance(value, str) or value.startswith("pkg://"):
         return value
     from anon.lite.npm import LITE
-    from anon.weights import REGISTRY
+    from anon.runtime.weights import REGISTRY
 
     posix = value.replace(os.sep, "/")
     for entry in [*REGISTRY.values(), *LITE.values()]:
@@ -89,6 +91,8 @@ def _tail(path: str, parts: int = 3) -> str:
 
 def machine_free(key: str | None, value):
     """``value`` of config key ``key`` with machine-specific paths replaced by what they name."""
+    if key == "_target_" and isinstance(value, str):  # moved code keeps its run folders
+        return hashed_target(value)
     if not isinstance(value, str) or value in ("", "???"):
         return value
     if key in WEIGHT_KEYS:
@@ -122,7 +126,7 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("run_hash"):
         OmegaConf.register_new_resolver("run_hash", config_hash)
     if not OmegaConf.has_resolver("effective_module"):  # module.precision as trainer.precision makes it
-        from anon.precision import effective_module
+        from anon.fit.precision import effective_module
 
         OmegaConf.register_new_resolver("effective_module", effective_module)
     if not OmegaConf.has_resolver("folder_key"):  # an image folder by content, listed once per config
