@@ -142,3 +142,49 @@ def test_moved_targets_keep_their_run_folder_hash():
     # a different target still gives a different folder
     assert config_hash({"_target_": "anon.method.latent.A"}) != config_hash({"_target_": "anon.method.latent.B"})
     assert config_hash({"_target_": "anon.method.latent.A"}) != config_hash({"_target_": "anon.method.losses.A"})
+
+
+def readme_layout_blocks() -> tuple[str, str]:
+    """The README's "Layout" section: its package tree and its data-flow diagram (the first two code blocks)."""
+    section = (REPO / "README.md").read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")
+    return blocks[1], blocks[3]
+
+
+def test_readme_layout_lists_every_package_and_nothing_else():
+    tree, _ = readme_layout_blocks()
+    listed = {line.split()[0].rstrip("/") for line in tree.splitlines() if line.startswith("anon/")}
+    listed = {name for name in listed if not name.endswith(",")}
+    packages = {str(p.parent.relative_to(REPO)) for p in ANON.glob("*/__init__.py")}
+    assert listed == packages
+
+
+def test_readme_data_flow_names_only_code_that_exists():
+    """Every class or function the diagram names (``Name``, ``x.name``) is defined in anon/ under that name."""
+    import re
+
+    _, diagram = readme_layout_blocks()
+    defined = set()
+    for path in ANON.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+    named = set(re.findall(r"\b([A-Z][a-z]+(?:[A-Z][a-z0-9]+)+)\b", diagram))  # CamelCase classes
+    named |= {m.split(".")[-1] for m in re.findall(r"\b[a-z_]+\.[a-z_]+(?:\.[a-z_]+)*\b", diagram)
+              if not m.endswith((".png", ".pt", ".jsonl", ".json", ".yaml")) and not m.startswith(("anon.", "conf"))}
+    named -= {"Trainer", "reduce"}  # Lightning's (Trainer, strategy.reduce)
+    assert named and not (named - defined), sorted(named - defined)
+    # snake_case words (functions, batch keys, config keys): each a name the code uses
+    used = set(defined)
+    for path in ANON.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.arg):
+                used.add(node.arg)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                used.add(node.value)
+    words = set(re.findall(r"(?<![./<])\b([a-z]+(?:_[a-z0-9]+)+)\b(?![./])", diagram))
+    assert words and not (words - used), sorted(words - used)
