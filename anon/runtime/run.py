@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from anon.runtime.baseline_run import is_baseline, run_baseline
 from anon.runtime.compose import method_parts
-from anon.errors import AnonError, ConfigError
+from anon.errors import AnonError, ConfigError, find_cause
 from anon.runtime.folder_lock import FolderLock
 from anon.runtime.manifest import done_ids, write_atomic
 from anon.fit.module import FalcoModule
@@ -37,9 +37,7 @@ def one_line_errors():
     try:
         yield
     except Exception as err:
-        cause = err
-        while cause is not None and not isinstance(cause, AnonError):
-            cause = cause.__cause__
+        cause = find_cause(err, AnonError)
         if cause is None:
             raise
         print(f"error: {cause}", file=sys.stderr, flush=True)
