@@ -114,9 +114,16 @@ def test_second_run_on_the_same_folder_is_refused(tiny_world, tmp_path):
     assert not list(run_dir.rglob("*.tmp")) and not (run_dir / ".anon.lock").exists()
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A shell that starts the tests in the background (``make test &``, a CI runner) sets SIGINT to
+    ignored, and a child inherits that; Ctrl-C in a terminal reaches a process whose SIGINT is not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_merges_the_manifest_before_exiting(tiny_world, tmp_path):
     run_dir = tmp_path / "run"
-    proc = _start(["anonymize", *tiny_overrides(tiny_world, run_dir), "module.steps=30", "dataset.batch_size=1"])
+    proc = _start(["anonymize", *tiny_overrides(tiny_world, run_dir), "module.steps=30", "dataset.batch_size=1"],
+                  preexec_fn=_sigint_as_in_a_terminal)
     wait_for_records(proc, run_dir, 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
