@@ -44,6 +44,16 @@ def test_ids_must_match_the_images(generator):
         OptimisationInverter(generator, steps=0, init="random")(images(3), ids=["a", "b"])
 
 
+def test_a_module_without_the_generator_interface_is_one_line_error():
+    with pytest.raises(TypeError, match="Linear cannot be inverted: it has no num_ws, z_dim, resolution, w_avg, mapping"):
+        OptimisationInverter(torch.nn.Linear(2, 2))
+
+
+def test_random_init_without_starts_is_an_error_not_none(generator):
+    with pytest.raises(ValueError, match="inverter.starts must be >= 1 with init=random, not 0"):
+        OptimisationInverter(generator, steps=0, starts=0, init="random")(images(1), ids=["a"])
+
+
 def test_pipeline_freezes_the_generator_and_frozen_inversion_gives_the_same_codes(generator):
     from anon.stages.pipeline import build_inverter
 

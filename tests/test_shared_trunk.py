@@ -64,3 +64,16 @@ def test_only_the_same_network_at_the_same_layer_shares_its_trunk():
     with torch.no_grad():
         tokens.net.logits_linear.conv.bias[0] += 1e-6
     assert not shares_trunk(identity, tokens)
+
+
+def test_a_second_backward_through_the_one_trunk_forward_is_a_one_line_error():
+    from anon.method.shared_trunk import embeddings_and_tokens
+
+    torch.manual_seed(0)
+    identity = MobileFaceNetIdentity(None).eval()
+    images = (torch.rand(1, 3, 112, 112) * 2 - 1).requires_grad_(True)
+    embeddings, tokens = embeddings_and_tokens(identity, images)
+    total = embeddings.sum() + tokens.sum()
+    total.backward(retain_graph=True)  # the first backward frees the trunk's graph
+    with pytest.raises(RuntimeError, match="_TrunkOnce.backward without a graph"):
+        total.backward()

@@ -11,18 +11,21 @@ errors. The run folder hash sees the effective precision (:func:`effective_modul
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from anon.errors import ConfigError
 
 TRAINER_DEFAULTS = (None, 32, "32", "32-true")
 
 
-def effective_precision(module_precision, trainer_precision) -> str:
+def effective_precision(module_precision: object, trainer_precision: object) -> str:
     """The ``module.precision`` a run with these two settings runs at."""
-    module_precision = str(module_precision)
+    module = str(module_precision)
     if trainer_precision in TRAINER_DEFAULTS:
-        return module_precision
+        return module
     if str(trainer_precision) == "bf16-mixed":
-        if module_precision == "tf32":
+        if module == "tf32":
             raise ConfigError("trainer.precision=bf16-mixed contradicts module.precision=tf32 "
                               "(choose one: bf16 autocasts the networks, tf32 keeps them float32 on TF32 cores)")
         return "bf16"
@@ -30,7 +33,7 @@ def effective_precision(module_precision, trainer_precision) -> str:
                       "(use 32 or bf16-mixed, or module.precision=tf32)")
 
 
-def effective_module(module, trainer_precision):
+def effective_module(module: Mapping[Any, Any], trainer_precision: object) -> object:
     """The ``module`` config node as the run hash sees it: its ``precision`` replaced by the effective one
     (``${effective_module:${module},${oc.select:trainer.precision,null}}``; unchanged unless the trainer's
     precision sets it, so existing run folders keep their names). A contradiction leaves it as it is: the
@@ -38,7 +41,7 @@ def effective_module(module, trainer_precision):
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(module, resolve=True) if OmegaConf.is_config(module) else dict(module)
-    if "precision" in plain:
+    if isinstance(plain, dict) and "precision" in plain:  # a config node is always a dict here
         try:
             plain["precision"] = effective_precision(plain["precision"], trainer_precision)
         except ConfigError:

@@ -46,11 +46,16 @@ class ExpressionTerm(FrozenNetwork):
         self.eps = float(eps)
         self.freeze()  # the classifier's BatchNorm never leaves eval
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """B x C class probabilities, float32, at least ``eps``."""
+        probabilities: torch.Tensor = self.classifier(images)
+        return probabilities.float().clamp_min(self.eps)
+
     def reference(self, originals: torch.Tensor) -> torch.Tensor:
-        return self.classifier(originals).float().clamp_min(self.eps)
+        return self.probabilities(originals)
 
     def forward(self, generated: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        log_generated = self.classifier(generated).float().clamp_min(self.eps).log()
+        log_generated = self.probabilities(generated).log()
         return (reference * (reference.log() - log_generated)).sum(1)
 
 
@@ -82,7 +87,8 @@ class LandmarkTerm(FrozenNetwork):
         if images.shape[-2:] != (self.SIZE, self.SIZE):
             images = F.interpolate(images, size=(self.SIZE, self.SIZE), mode="bilinear", antialias=True,
                                    align_corners=False)
-        return self.onet(images * (127.5 / 128.0))[1].float()
+        outputs: tuple[torch.Tensor, ...] = self.onet(images * (127.5 / 128.0))  # (boxes, landmarks, ...)
+        return outputs[1].float()
 
     def reference(self, originals: torch.Tensor) -> torch.Tensor:
         return self.landmarks(originals)

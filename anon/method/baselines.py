@@ -6,7 +6,16 @@ pixelation halves it, a box removes the face. No generator, inversion or pairing
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Float pixels rounded to the nearest integer, clipped to 0..255, as uint8."""
+    rounded: np.ndarray = np.rint(pixels)
+    clipped: np.ndarray = np.clip(rounded, 0, 255)
+    return clipped.astype(np.uint8)
 
 
 class Baseline:
@@ -32,8 +41,9 @@ class GaussianBlur(Baseline):
     def kernel(self) -> np.ndarray:
         radius = int(np.ceil(3 * self.sigma))
         x = np.arange(-radius, radius + 1, dtype=np.float64)
-        k = np.exp(-0.5 * (x / self.sigma) ** 2)
-        return k / k.sum()
+        k: np.ndarray = np.exp(-0.5 * (x / self.sigma) ** 2)
+        normalised: np.ndarray = k / k.sum()  # numpy's stubs type the division Any
+        return normalised
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         k = self.kernel()
@@ -45,7 +55,7 @@ class GaussianBlur(Baseline):
             padded = np.pad(x, pad, mode="symmetric")
             n = x.shape[axis]
             x = sum(k[i] * np.take(padded, np.arange(i, i + n), axis=axis) for i in range(len(k)))
-        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        return to_uint8(x)
 
 
 class Pixelate(Baseline):
@@ -65,7 +75,7 @@ class Pixelate(Baseline):
         for y in range(0, h, b):
             for x in range(0, w, b):
                 out[y:y + b, x:x + b] = out[y:y + b, x:x + b].mean(axis=(0, 1))
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+        return to_uint8(out)
 
 
 class FilledBox(Baseline):
@@ -74,7 +84,7 @@ class FilledBox(Baseline):
 
     name = "mask"
 
-    def __init__(self, box: tuple = (0.2, 0.2, 0.8, 0.9), fill: tuple = (0, 0, 0)):
+    def __init__(self, box: Sequence[float] = (0.2, 0.2, 0.8, 0.9), fill: Sequence[int] = (0, 0, 0)):
         left, top, right, bottom = (float(v) for v in box)
         if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
             raise ValueError(f"method.box must be [left, top, right, bottom] fractions in [0, 1], not {list(box)}")
@@ -83,6 +93,6 @@ class FilledBox(Baseline):
     def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         left, top, right, bottom = self.box
-        out = image.copy()
+        out: np.ndarray = image.copy()
         out[int(round(top * h)):int(round(bottom * h)), int(round(left * w)):int(round(right * w))] = self.fill
         return out

@@ -7,11 +7,35 @@ keyed by ``(seed, image id, start)`` (:mod:`anon.seeding`), never by the image's
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import TypeIs  # typing.TypeIs from Python 3.13; typing_extensions comes with torch
 
 from anon.seeding import content_key, item_generator
+
+
+class InvertibleGenerator(Protocol):
+    """What inversion reads of a generator (part of the :mod:`anon.nets` generator interface)."""
+
+    num_ws: int
+    z_dim: int
+    resolution: int
+
+    @property
+    def w_avg(self) -> torch.Tensor: ...  # w_dim: the mean code (a buffer or a property)
+
+    def mapping(self, z: torch.Tensor) -> torch.Tensor: ...  # N x z_dim -> N x num_ws x w_dim
+
+
+INVERTIBLE_MEMBERS = ("num_ws", "z_dim", "resolution", "w_avg", "mapping")
+
+
+def is_invertible(generator: object) -> TypeIs[InvertibleGenerator]:
+    """Whether ``generator`` has every member inversion reads (for an ``nn.Module``, the type becomes both)."""
+    return all(hasattr(generator, name) for name in INVERTIBLE_MEMBERS)
 
 
 class OptimisationInverter(nn.Module):
@@ -33,11 +57,14 @@ class OptimisationInverter(nn.Module):
         super().__init__()
         if init not in ("mean", "random"):
             raise ValueError(f"inverter.init must be mean or random, not {init!r}")
+        if not is_invertible(generator):
+            missing = [name for name in INVERTIBLE_MEMBERS if not hasattr(generator, name)]
+            raise TypeError(f"{type(generator).__name__} cannot be inverted: it has no {', '.join(missing)}")
         self.generator = generator
         self.steps, self.lr, self.starts, self.seed = int(steps), float(lr), int(starts), int(seed)
         self.init, self.latent_reg = init, float(latent_reg)
 
-    def _starts(self, ids: list[str], device) -> list[torch.Tensor]:
+    def _starts(self, ids: list[str], device: torch.device) -> list[torch.Tensor]:
         """The starting codes (each N x num_ws x w_dim) of the images ``ids``, in batch order."""
         g = self.generator
         n = len(ids)
@@ -58,7 +85,7 @@ class OptimisationInverter(nn.Module):
             raise ValueError(f"{len(ids)} ids for {images.shape[0]} images")
         target = F.interpolate(images, size=(g.resolution, g.resolution), mode="bilinear", antialias=True,
                                align_corners=False) if images.shape[-1] != g.resolution else images
-        best, best_loss = None, None
+        best: tuple[torch.Tensor, torch.Tensor] | None = None  # the best codes so far and their losses
         mean = g.w_avg.to(images.device)
         for start in self._starts(list(ids), images.device):
             code = start.clone().requires_grad_(True)
@@ -69,13 +96,17 @@ class OptimisationInverter(nn.Module):
                     if self.latent_reg:
                         loss = loss + self.latent_reg * (code - mean).square().flatten(1).mean(1)
                     opt.zero_grad(set_to_none=True)
-                    loss.sum().backward()
+                    torch.autograd.backward(loss.sum())  # Tensor.backward is untyped in torch's stub
                     opt.step()
             with torch.no_grad():
                 loss = (g(code) - target).square().flatten(1).mean(1)
             if best is None:
-                best, best_loss = code.detach().clone(), loss
+                best = code.detach().clone(), loss
             else:
+                codes, best_loss = best
                 better = loss < best_loss
-                best[better], best_loss = code.detach()[better], torch.minimum(loss, best_loss)
-        return best
+                codes[better] = code.detach()[better]
+                best = codes, torch.minimum(loss, best_loss)
+        if best is None:
+            raise ValueError(f"inverter.starts must be >= 1 with init=random, not {self.starts}")
+        return best[0]

@@ -14,14 +14,23 @@ offsets beside the codes and the anonymisation renders every step with them.
 """
 from __future__ import annotations
 
+from typing import TypedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from anon.method.inversion import OptimisationInverter
-from anon.nets.tuned import render
+from anon.nets.tuned import Offsets, render
 
 DEFAULT_TUNE = ("main.9.weight", "main.10.weight", "main.10.bias", "main.12.weight")
+
+
+class PivotalInversion(TypedDict):
+    """The output of :class:`PivotalInverter` (see the module docstring)."""
+
+    codes: torch.Tensor  # N x 1 x D
+    offsets: Offsets  # {name: N x *shape}
 
 
 def low_frequency(images: torch.Tensor, factor: int = 4) -> torch.Tensor:
@@ -70,8 +79,8 @@ class PivotalInverter(nn.Module):
             loss = loss + self.low_frequency_weight * lf
         return loss
 
-    def forward(self, images: torch.Tensor, ids: list[str] | None = None) -> dict:
-        g = self.generator
+    def forward(self, images: torch.Tensor, ids: list[str] | None = None) -> PivotalInversion:
+        g = self.pivot.generator  # typed as the module and the interface inversion reads
         codes = self.pivot(images, ids)
         target = F.interpolate(images, size=(g.resolution, g.resolution), mode="bilinear", antialias=True,
                                align_corners=False) if images.shape[-1] != g.resolution else images
@@ -89,6 +98,7 @@ class PivotalInverter(nn.Module):
                     for name, value in offsets.items():
                         loss = loss + self.offset_reg * value.square().flatten(1).mean(1) / scale[name]
                 opt.zero_grad(set_to_none=True)
-                loss.sum().backward()  # sum: each image's offsets get only its own gradient
+                # sum: each image's offsets get only its own gradient (Tensor.backward is untyped in torch's stub)
+                torch.autograd.backward(loss.sum())
                 opt.step()
         return {"codes": codes.detach(), "offsets": {name: value.detach() for name, value in offsets.items()}}

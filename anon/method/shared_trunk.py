@@ -11,7 +11,8 @@ the same in either order). So every step, and every output, is bitwise what it w
 """
 from __future__ import annotations
 
-from typing import TypeGuard
+from collections.abc import Callable
+from typing import Protocol, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -34,12 +35,23 @@ def shares_trunk(identity: nn.Module, attribute: nn.Module) -> TypeGuard[MobileF
         a.stride() == theirs[k].stride() and torch.equal(a, theirs[k]) for k, a in mine.items())
 
 
+Trunk = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _GraphContext(Protocol):
+    """What :class:`_TrunkOnce` uses of autograd's context object: the trunk's graph kept for the backward."""
+
+    graph: tuple[torch.Tensor, torch.Tensor] | None  # (inputs, features)
+
+    def set_materialize_grads(self, value: bool) -> None: ...
+
+
 class _TrunkOnce(torch.autograd.Function):
     """``images -> (features, features)``: one forward of ``trunk``; the backward runs the trunk's
     backward for each output's gradient separately and returns their sum."""
 
     @staticmethod
-    def forward(ctx, images: torch.Tensor, trunk) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(ctx: _GraphContext, images: torch.Tensor, trunk: Trunk) -> tuple[torch.Tensor, torch.Tensor]:
         ctx.set_materialize_grads(False)
         with torch.enable_grad():
             inputs = images.detach().requires_grad_(images.requires_grad)
@@ -49,9 +61,11 @@ class _TrunkOnce(torch.autograd.Function):
         return out, out.clone()
 
     @staticmethod
-    def backward(ctx, *grads):
+    def backward(ctx: _GraphContext, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, None]:
+        if ctx.graph is None:
+            raise RuntimeError("_TrunkOnce.backward without a graph (its input did not require grad)")
         inputs, features = ctx.graph
-        total = None
+        total: torch.Tensor | None = None
         for grad in grads:  # the embedding's first, then the tokens'; a + b == b + a in floating point
             if grad is not None:
                 (part,) = torch.autograd.grad(features, inputs, grad, retain_graph=True)
@@ -67,7 +81,8 @@ def embeddings_and_tokens(identity: MobileFaceNetIdentity, images: torch.Tensor)
         fmap = identity.net.feature_map(identity.prepare(images), layer)
         to_embedding, to_tokens = fmap, fmap
     else:
-        to_embedding, to_tokens = _TrunkOnce.apply(
-            images, lambda x: identity.net.feature_map(identity.prepare(x), layer))
+        # Function.apply is untyped in torch's stub: this is its type for _TrunkOnce
+        trunk_once: Callable[[torch.Tensor, Trunk], tuple[torch.Tensor, torch.Tensor]] = _TrunkOnce.apply
+        to_embedding, to_tokens = trunk_once(images, lambda x: identity.net.feature_map(identity.prepare(x), layer))
     embeddings = F.normalize(identity.net.embedding_from(to_embedding, layer), p=2, dim=1)
     return embeddings, to_tokens.flatten(2).transpose(1, 2)
