@@ -63,7 +63,7 @@ class _TrunkOnce(torch.autograd.Function):
     @staticmethod
     def backward(ctx: _GraphContext, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, None]:
         if ctx.graph is None:
-            raise RuntimeError("_TrunkOnce.backward without a graph (its input did not require grad)")
+            raise RuntimeError("_TrunkOnce.backward without a graph: a second backward through one trunk forward")
         inputs, features = ctx.graph
         total: torch.Tensor | None = None
         for grad in grads:  # the embedding's first, then the tokens'; a + b == b + a in floating point
