@@ -207,7 +207,7 @@ def optimise(networks: FrozenNetworks, loss: FalcoLoss, latent: LatentLayout, op
         optimizer.zero_grad(set_to_none=True)
         with tf32_enabled(options.precision == "tf32"):
             # sum, not mean: each code's gradient is its own image's (Tensor.backward is untyped in torch's stub)
-            total.sum().backward()  # type: ignore[no-untyped-call]
+            torch.autograd.backward(total.sum())
         optimizer.step()
         scheduler.step()
         if early_stop:
