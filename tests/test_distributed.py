@@ -1,6 +1,10 @@
 """Two CPU processes (gloo): every image exactly once, all outputs in one run folder."""
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -9,7 +13,8 @@ import pytest
 from anon.data.datamodule import shard
 from anon.runtime.run import anonymize
 from tests.conftest import TINY_IMAGES
-from tests.helpers import shard_lines
+from tests.helpers import REPO, shard_lines
+from tests.helpers import env as helpers_env
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +69,36 @@ def test_a_rank_without_images_still_takes_part(tiny_cfg):
     assert summary["images_done"] == 1 and [r["rank"] for r in shard_lines(run_dir)] == [0]
     rows = list(csv.DictReader(next(run_dir.rglob("metrics.csv")).open()))
     assert [int(float(r["step/images"])) for r in rows if r.get("step/images")] == [1, 1]
+
+
+WARM_PARENT_RUN = """
+import sys
+from pathlib import Path
+import torch
+from anon.runtime.run import anonymize
+from tests.conftest import compose_config, tiny_overrides
+torch.ones(1 << 20).exp_()  # a 2-thread OpenMP region: this process now holds a GNU OpenMP thread pool
+world, run_dir = Path(sys.argv[1]), Path(sys.argv[2])
+summary = anonymize(compose_config(*tiny_overrides(world, run_dir, "trainer=ddp_cpu", "dataset.batch_size=2")))
+print("images done", summary["images_done"])
+"""
+
+
+def test_two_process_run_after_torch_work_with_omp_num_threads_set(tiny_world, tmp_path):
+    """``OMP_NUM_THREADS=2`` exported (SLURM, torchrun) and torch work done in the process before the run
+    (``anon pipeline``, a notebook, a test session): the forked ranks used to wait forever for the parent's
+    OpenMP workers (anon/fit/forked_threads.py). Run in its own process group with a deadline, so a hang
+    fails here and leaves no rank behind."""
+    env = {**helpers_env(), "OMP_NUM_THREADS": "2"}
+    proc = subprocess.Popen([sys.executable, "-c", WARM_PARENT_RUN, str(tiny_world), str(tmp_path / "run")],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the hung ranks too (they ignore SIGTERM: StopFlag)
+        out, _ = proc.communicate()
+        pytest.fail(f"the two-rank run hung with OMP_NUM_THREADS=2 after torch work in the parent: {out[-1500:]}")
+    assert proc.returncode == 0, out[-3000:]
+    assert f"images done {TINY_IMAGES}" in out
+    assert len(shard_lines(tmp_path / "run")) == TINY_IMAGES

@@ -36,6 +36,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from anon.fit.forked_threads import launcher_start_method, make_forked_rank_thread_safe
 from anon.method.falco import FalcoMethod
 from anon.method.latent import LatentLayout
 from anon.method.losses import FalcoLoss
@@ -129,6 +130,7 @@ class FalcoModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_predict_start(self) -> None:
+        make_forked_rank_thread_safe(launcher_start_method(self.trainer))  # before any torch op
         if effective_precision(self.precision, self.trainer.precision) != self.precision:
             raise ValueError(f"trainer.precision={self.trainer.precision} needs module.precision=bf16, not "
                              f"{self.precision} (anon.runtime.run.build_module applies the rule from the config)")

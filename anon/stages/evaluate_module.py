@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from anon.atomic_write import write_atomically
+from anon.fit.forked_threads import launcher_start_method, make_forked_rank_thread_safe
 from anon.metrics.thresholds import Calibration
 from anon.metrics.verdict import VerdictThresholds
 from anon.stages.evaluate_inputs import EvaluationTriples, RankShards, collate_triples
@@ -93,11 +94,7 @@ class EvaluationModule(pl.LightningModule):
 
     def on_predict_start(self) -> None:
         self.results, self.report = [], None
-        if getattr(self.trainer.strategy.launcher, "_start_method", None) == "fork":
-            # A forked rank inherits the parent's OpenMP state but not its worker threads: the first
-            # multi-threaded op would wait for them forever (GNU OpenMP is not fork-safe). One thread per
-            # rank runs every op inline; the ranks are the parallelism (trainer=ddp_cpu).
-            torch.set_num_threads(1)
+        make_forked_rank_thread_safe(launcher_start_method(self.trainer))  # GNU OpenMP is not fork-safe
         if self.global_rank == 0:
             shutil.rmtree(Path(self.plan.run_dir) / SHARDS, ignore_errors=True)  # a stale run's shards
         self.trainer.strategy.barrier("anon-evaluate-start")
