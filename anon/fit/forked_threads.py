@@ -35,7 +35,7 @@ def parent_may_hold_openmp_pool() -> bool:
 def make_forked_rank_thread_safe(start_method: str | None) -> int:
     """Call first thing in every rank (``on_predict_start``): in a forked rank whose parent may hold an
     OpenMP pool, one intra-op thread. Returns the rank's thread count."""
-    if start_method == "fork" and torch.get_num_threads() > 1 and parent_may_hold_openmp_pool():
+    if start_method == "fork" and parent_may_hold_openmp_pool():
         torch.set_num_threads(1)
     return torch.get_num_threads()
 
